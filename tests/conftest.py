@@ -1,0 +1,55 @@
+"""Suite-wide fixtures.
+
+Every test runs behind a network guard: a socket that tries to connect anywhere but the
+loopback range fails the test at once, so no packet ever leaves the machine (the SSRF tests
+rely on this to prove that refusal happens *before* connecting).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+import pytest
+
+
+class NonLoopbackConnectAttempt(AssertionError):
+    """A test tried to open a connection to an address outside 127.0.0.0/8 and ::1."""
+
+
+def _is_loopback(address: object) -> bool:
+    if isinstance(address, tuple) and address:
+        host = address[0]
+    else:
+        # AF_UNIX sockets (a path) never leave the machine.
+        return True
+    if isinstance(host, bytes):
+        host = host.decode()
+    try:
+        return ipaddress.ip_address(str(host).split("%", 1)[0]).is_loopback
+    except ValueError:
+        # A name rather than an address: only "localhost" is acceptable.
+        return str(host) == "localhost"
+
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+def _guarded_connect(self: socket.socket, address: object) -> None:
+    if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address):
+        raise NonLoopbackConnectAttempt(f"test tried to connect to non-loopback {address!r}")
+    return _real_connect(self, address)
+
+
+def _guarded_connect_ex(self: socket.socket, address: object) -> int:
+    if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address):
+        raise NonLoopbackConnectAttempt(f"test tried to connect to non-loopback {address!r}")
+    return _real_connect_ex(self, address)
+
+
+@pytest.fixture(autouse=True)
+def loopback_only_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail any test that opens a connection to a non-loopback address."""
+    monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
