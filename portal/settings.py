@@ -22,7 +22,7 @@ SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG and not env.bool("PATCHBAY_ALLOW_INSECURE_DEFAULTS", default=True):
         raise ImproperlyConfigured("Set the SECRET_KEY environment variable.")
-    SECRET_KEY = "patchbay-insecure-local-development-key-change-me"  # noqa: S105
+    SECRET_KEY = "patchbay-insecure-local-development-key-change-me"
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "oauth2_provider",
     "drf_spectacular",
+    "portal",
     "tenants",
     "integrations",
 ]

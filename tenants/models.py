@@ -76,7 +76,9 @@ class Organization(models.Model):
     class Meta:
         ordering = ["name"]
         constraints = [
-            models.UniqueConstraint(fields=["account", "slug"], name="organization_slug_per_account"),
+            models.UniqueConstraint(
+                fields=["account", "slug"], name="organization_slug_per_account"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -89,6 +91,18 @@ class Organization(models.Model):
                 {"default_region": f"'{self.default_region}' is not a known region code."}
             )
 
+    def validate_constraints(self, exclude: object = None) -> None:
+        """Report a slug already used in the account on the `slug` field, not as a
+        non-field error (the database constraint still guards against races)."""
+        if (
+            not (exclude and "slug" in exclude)
+            and Organization.objects.filter(account_id=self.account_id, slug=self.slug)
+            .exclude(pk=self.pk)
+            .exists()
+        ):
+            raise ValidationError({"slug": f"'{self.slug}' is already used in this account."})
+        super().validate_constraints(exclude=exclude)
+
 
 class PbxUserQuerySet(models.QuerySet["PbxUser"]):
     def for_user(self, user: object) -> PbxUserQuerySet:
@@ -98,7 +112,9 @@ class PbxUserQuerySet(models.QuerySet["PbxUser"]):
 class PbxUser(models.Model):
     """An extension (user) of an organization's PBX."""
 
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="pbx_users")
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="pbx_users"
+    )
     extension = models.CharField(max_length=20)
     name = models.CharField(max_length=200)
     email = models.EmailField(blank=True)
@@ -126,6 +142,22 @@ class PbxUser(models.Model):
         if self.mobile:
             region = self.organization.default_region if self.organization_id else "US"
             self.mobile = phone_to_e164(self.mobile, region=region, field="mobile")
+
+    def validate_constraints(self, exclude: object = None) -> None:
+        """Report an extension already used in the organization on the `extension` field,
+        not as a non-field error (the database constraint still guards against races)."""
+        if (
+            not (exclude and "extension" in exclude)
+            and PbxUser.objects.filter(
+                organization_id=self.organization_id, extension=self.extension
+            )
+            .exclude(pk=self.pk)
+            .exists()
+        ):
+            raise ValidationError(
+                {"extension": f"Extension {self.extension} is already used in this organization."}
+            )
+        super().validate_constraints(exclude=exclude)
 
 
 class SmsNumberQuerySet(models.QuerySet["SmsNumber"]):

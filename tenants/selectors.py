@@ -44,7 +44,9 @@ def organization_can_manage(*, user: object, organization: Organization) -> bool
     return accounts_managed_by(user=user).filter(pk=organization.account_id).exists()
 
 
-def pbx_user_list(*, user: object, organization: Organization, search: str = "") -> QuerySet[PbxUser]:
+def pbx_user_list(
+    *, user: object, organization: Organization, search: str = ""
+) -> QuerySet[PbxUser]:
     qs = PbxUser.objects.for_user(user).filter(organization=organization)
     if search:
         qs = qs.filter(
@@ -54,7 +56,9 @@ def pbx_user_list(*, user: object, organization: Organization, search: str = "")
 
 
 def pbx_user_get(*, user: object, organization: Organization, pk: int | str) -> PbxUser:
-    return get_object_or_404(PbxUser.objects.for_user(user).filter(organization=organization), pk=pk)
+    return get_object_or_404(
+        PbxUser.objects.for_user(user).filter(organization=organization), pk=pk
+    )
 
 
 def sms_number_list(*, user: object, organization: Organization) -> QuerySet[SmsNumber]:

@@ -10,11 +10,27 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
+from django.db import IntegrityError, models, transaction
 from django.utils.text import slugify
 
 from tenants.models import Account, Membership, Organization, PbxUser, SmsNumber
 from tenants.selectors import accounts_managed_by
+
+
+def _save_unique(instance: models.Model, *, field: str, constraint: str, message: str) -> None:
+    """Save `instance`, turning a lost race on unique constraint `constraint` into a
+    ValidationError naming `field`. `full_clean()` reports the ordinary duplicate; this
+    covers a concurrent writer that inserted the same value in between. Other integrity
+    errors propagate."""
+    try:
+        with transaction.atomic():
+            instance.save()
+    except IntegrityError as exc:
+        text = str(exc)
+        # PostgreSQL names the constraint; SQLite lists the columns ("... .extension").
+        if constraint in text or f".{field}" in text:
+            raise ValidationError({field: message}) from exc
+        raise
 
 
 def _unique_slug(*, account: Account, name: str, exclude_pk: int | None = None) -> str:
@@ -48,7 +64,12 @@ def organization_create(
         default_region=(default_region or "US").upper(),
     )
     org.full_clean()
-    org.save()
+    _save_unique(
+        org,
+        field="slug",
+        constraint="organization_slug_per_account",
+        message=f"'{org.slug}' is already used in this account.",
+    )
     return org
 
 
@@ -60,7 +81,12 @@ def organization_update(*, organization: Organization, **fields: Any) -> Organiz
     for name, value in fields.items():
         setattr(organization, name, value.strip() if isinstance(value, str) else value)
     organization.full_clean()
-    organization.save()
+    _save_unique(
+        organization,
+        field="slug",
+        constraint="organization_slug_per_account",
+        message=f"'{organization.slug}' is already used in this account.",
+    )
     return organization
 
 
@@ -89,7 +115,12 @@ def pbx_user_create(
         mobile=mobile.strip(),
     )
     pbx_user.full_clean()
-    pbx_user.save()
+    _save_unique(
+        pbx_user,
+        field="extension",
+        constraint="pbx_user_extension_per_org",
+        message=f"Extension {pbx_user.extension} is already used in this organization.",
+    )
     return pbx_user
 
 
@@ -101,7 +132,12 @@ def pbx_user_update(*, pbx_user: PbxUser, **fields: Any) -> PbxUser:
     for name, value in fields.items():
         setattr(pbx_user, name, str(value).strip() if value is not None else "")
     pbx_user.full_clean()
-    pbx_user.save()
+    _save_unique(
+        pbx_user,
+        field="extension",
+        constraint="pbx_user_extension_per_org",
+        message=f"Extension {pbx_user.extension} is already used in this organization.",
+    )
     return pbx_user
 
 
@@ -149,8 +185,14 @@ def pbx_users_import_csv(
     missing = [c for c in ("extension", "name") if c not in header]
     if missing:
         result.errors.append(
-            CsvRowError(1, {"header": [f"missing column(s) {', '.join(missing)}; "
-                                       f"expected {','.join(CSV_COLUMNS)}"]})
+            CsvRowError(
+                1,
+                {
+                    "header": [
+                        f"missing column(s) {', '.join(missing)}; expected {','.join(CSV_COLUMNS)}"
+                    ]
+                },
+            )
         )
         return result
     seen: dict[str, int] = {}
@@ -165,9 +207,15 @@ def pbx_users_import_csv(
             continue
         if candidate.extension in seen:
             result.errors.append(
-                CsvRowError(line, {"extension": [
-                    f"extension {candidate.extension} already appears on line "
-                    f"{seen[candidate.extension]}"]})
+                CsvRowError(
+                    line,
+                    {
+                        "extension": [
+                            f"extension {candidate.extension} already appears on line "
+                            f"{seen[candidate.extension]}"
+                        ]
+                    },
+                )
             )
             continue
         seen[candidate.extension] = line
@@ -182,8 +230,9 @@ def pbx_users_import_csv(
                 organization=organization, extension=row["extension"]
             ).first()
             if existing:
-                pbx_user_update(pbx_user=existing, name=row["name"], email=row["email"],
-                                mobile=row["mobile"])
+                pbx_user_update(
+                    pbx_user=existing, name=row["name"], email=row["email"], mobile=row["mobile"]
+                )
                 result.updated += 1
             else:
                 pbx_user_create(organization=organization, **row)
@@ -200,20 +249,31 @@ def sms_number_create(
     )
     sms_number.full_clean()
     with transaction.atomic():
-        sms_number.save()
+        _save_unique(
+            sms_number,
+            field="number",
+            constraint="sms_number_per_account",
+            message=f"{sms_number.number} is already used in this account.",
+        )
         if users:
             sms_number_assign(sms_number=sms_number, users=users)
     return sms_number
 
 
-def sms_number_update(*, sms_number: SmsNumber, number: str | None = None,
-                      label: str | None = None) -> SmsNumber:
+def sms_number_update(
+    *, sms_number: SmsNumber, number: str | None = None, label: str | None = None
+) -> SmsNumber:
     if number is not None:
         sms_number.number = number
     if label is not None:
         sms_number.label = label
     sms_number.full_clean()
-    sms_number.save()
+    _save_unique(
+        sms_number,
+        field="number",
+        constraint="sms_number_per_account",
+        message=f"{sms_number.number} is already used in this account.",
+    )
     return sms_number
 
 

@@ -17,9 +17,7 @@ def _as_lists(detail: Any) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
         for key, value in detail.items():
             if isinstance(value, (list, tuple)):
-                out[str(key)] = [
-                    str(v) if not isinstance(v, (dict, list)) else str(v) for v in value
-                ]
+                out[str(key)] = [str(v) for v in value]
             elif isinstance(value, dict):
                 for sub, msgs in _as_lists(value).items():
                     out[f"{key}.{sub}"] = msgs

@@ -32,7 +32,9 @@ def _tenant(name: str) -> Tenant:
     reseller = ResellerMembershipFactory(account=account, user__username=f"{name.lower()}-reseller")
     org = OrganizationFactory(account=account, name=f"{name} Dental")
     sibling = OrganizationFactory(account=account, name=f"{name} Sibling Clinic")
-    org_admin = OrgAdminMembershipFactory(organization=org, user__username=f"{name.lower()}-orgadmin")
+    org_admin = OrgAdminMembershipFactory(
+        organization=org, user__username=f"{name.lower()}-orgadmin"
+    )
     pbx_user = PbxUserFactory(organization=org)
     PbxUserFactory(organization=sibling)
     sms_number = SmsNumberFactory(organization=org)
