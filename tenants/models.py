@@ -175,6 +175,14 @@ class SmsNumber(models.Model):
     number = models.CharField(max_length=20, help_text="E.164, e.g. +14155550100")
     label = models.CharField(max_length=100, blank=True)
     users = models.ManyToManyField(PbxUser, blank=True, related_name="sms_numbers")
+    # The SMS integration that sends and receives for this number.
+    installation = models.ForeignKey(
+        "integrations.Installation",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="sms_numbers",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = SmsNumberQuerySet.as_manager()

@@ -1,0 +1,292 @@
+"""Integrations in the portal: the spec catalog, installations of a spec for an
+organization, OAuth connect state, CRM user mapping and the delivery log.
+
+Tenant scoping: every queryset has `for_user(user)`, built on
+`Organization.objects.for_user`, and reads go through `integrations.selectors`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from portal.encryption import EncryptedJSONField
+from tenants.models import Account, Organization, PbxUser
+
+
+def _new_installation_key() -> str:
+    return secrets.token_urlsafe(18)
+
+
+class SpecQuerySet(models.QuerySet["IntegrationSpec"]):
+    def for_user(self, user: object) -> SpecQuerySet:
+        """Built-in specs and the custom specs of accounts `user` belongs to."""
+        accounts = Account.objects.filter(
+            Q(memberships__user=user) if getattr(user, "is_authenticated", False) else Q(pk=None)
+        )
+        return self.filter(Q(account__isnull=True) | Q(account__in=accounts)).distinct()
+
+
+class IntegrationSpec(models.Model):
+    """One integration in the catalog: a built-in spec (no account) or an account's custom
+    spec. Its documents are versioned in `SpecVersion`."""
+
+    class SpecClass(models.TextChoices):
+        CRM = "crm", "CRM"
+        SMS = "sms", "SMS/MMS"
+
+    account = models.ForeignKey(
+        Account, null=True, blank=True, on_delete=models.CASCADE, related_name="specs"
+    )
+    spec_id = models.CharField(max_length=100, help_text="The spec's `id`.")
+    name = models.CharField(max_length=200)
+    spec_class = models.CharField(max_length=3, choices=SpecClass.choices)
+    logo = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = SpecQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "integration spec"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["spec_id"], condition=Q(account__isnull=True), name="builtin_spec_id_unique"
+            ),
+            models.UniqueConstraint(
+                fields=["account", "spec_id"],
+                condition=Q(account__isnull=False),
+                name="custom_spec_id_unique_per_account",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.account_id is None
+
+    def latest_approved(self) -> SpecVersion | None:
+        return self.versions.filter(status=SpecVersion.Status.APPROVED).order_by("-number").first()
+
+
+class SpecVersion(models.Model):
+    """One uploaded document of a spec. Installations are pinned to a version."""
+
+    class Status(models.TextChoices):
+        SUBMITTED = "submitted", "Submitted (waiting for review)"
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
+
+    spec = models.ForeignKey(IntegrationSpec, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    document = models.JSONField()
+    sha256 = models.CharField(max_length=64)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.SUBMITTED)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    review_note = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["spec", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["spec", "number"], name="spec_version_number_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.spec.name} v{self.number}"
+
+    @staticmethod
+    def digest(document: dict) -> str:
+        return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+
+
+class InstallationQuerySet(models.QuerySet["Installation"]):
+    def for_user(self, user: object) -> InstallationQuerySet:
+        return self.filter(organization__in=Organization.objects.for_user(user))
+
+
+class Installation(models.Model):
+    """A spec enabled for an organization, with its property values and credentials."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        NOT_CONNECTED = "not_connected", "Not connected"
+        NEEDS_RECONNECT = "needs_reconnect", "Needs reconnect"
+        DISABLED = "disabled", "Disabled"
+
+    class MatchPolicy(models.TextChoices):
+        OWNER = "owner", "The contact owned by the mapped user"
+        RECENT = "recent", "The most recently updated contact"
+        EARLIEST = "earliest", "The earliest created contact"
+        ALL = "all", "Log to every matching contact"
+        REVIEW = "review", "Hold the activity for an admin to pick"
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="installations"
+    )
+    spec_version = models.ForeignKey(
+        SpecVersion, on_delete=models.PROTECT, related_name="installations"
+    )
+    # Public identifier used in callback URLs (`/api/v1/hooks/crm/<key>/…`); not a secret.
+    key = models.CharField(max_length=40, unique=True, default=_new_installation_key)
+    label = models.CharField(max_length=200, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.ACTIVE)
+    status_detail = models.TextField(blank=True)
+    # Non-secret property values by property name.
+    properties = models.JSONField(default=dict, blank=True)
+    # Secret property values by name: encrypted, never rendered back.
+    secret_properties = EncryptedJSONField(null=True, blank=True)
+    # Values captured by Install methods or the OAuth token response (4.9): encrypted.
+    captured = EncryptedJSONField(null=True, blank=True)
+    # OAuth2 / token-exchange credentials: {"access_token", "refresh_token", "expires_at", ...}.
+    tokens = EncryptedJSONField(null=True, blank=True)
+    connected_as = models.CharField(max_length=300, blank=True)
+    create_contacts = models.BooleanField(
+        default=False, help_text="Create a CRM contact when a caller is unknown."
+    )
+    match_policy = models.CharField(
+        max_length=10, choices=MatchPolicy.choices, default=MatchPolicy.RECENT
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = InstallationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["organization", "created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.label or self.spec_version.spec.name} for {self.organization}"
+
+    @property
+    def spec(self) -> IntegrationSpec:
+        return self.spec_version.spec
+
+
+class OAuthState(models.Model):
+    """A pending OAuth authorization: single use, bound to an installation and a user."""
+
+    state = models.CharField(max_length=64, unique=True)
+    installation = models.ForeignKey(
+        Installation, on_delete=models.CASCADE, related_name="oauth_states"
+    )
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    redirect_uri = models.URLField(max_length=500)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+class CrmUser(models.Model):
+    """A user of the CRM, as last fetched through the spec's `Users` method."""
+
+    installation = models.ForeignKey(
+        Installation, on_delete=models.CASCADE, related_name="crm_users"
+    )
+    external_id = models.CharField(max_length=200)
+    name = models.CharField(max_length=300, blank=True)
+    email = models.CharField(max_length=300, blank=True)
+    # False when the last fetch no longer returned this user.
+    present = models.BooleanField(default=True)
+    fetched_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["name", "email"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["installation", "external_id"], name="crm_user_unique_per_installation"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.email}>" if self.email else self.name or self.external_id
+
+
+class UserMapping(models.Model):
+    """Which CRM user a PBX user is, for one installation."""
+
+    installation = models.ForeignKey(
+        Installation, on_delete=models.CASCADE, related_name="user_mappings"
+    )
+    pbx_user = models.ForeignKey(PbxUser, on_delete=models.CASCADE, related_name="crm_mappings")
+    crm_user = models.ForeignKey(
+        CrmUser, null=True, blank=True, on_delete=models.SET_NULL, related_name="mappings"
+    )
+    # True when an admin chose it; re-fetching never overrides a manual choice.
+    manual = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["installation", "pbx_user"], name="one_mapping_per_pbx_user"
+            ),
+        ]
+
+
+class UserFetch(models.Model):
+    """Progress of a `Users` fetch task, shown on the mapping page."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Waiting for a worker"
+        RUNNING = "running", "Fetching"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    installation = models.ForeignKey(
+        Installation, on_delete=models.CASCADE, related_name="user_fetches"
+    )
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    fetched = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+
+class DeliveryLogQuerySet(models.QuerySet["DeliveryLogEntry"]):
+    def for_user(self, user: object) -> DeliveryLogQuerySet:
+        return self.filter(organization__in=Organization.objects.for_user(user))
+
+
+class DeliveryLogEntry(models.Model):
+    """One attempt of one outbound request (CRM, SMS provider or callback)."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="delivery_log"
+    )
+    installation = models.ForeignKey(
+        Installation, null=True, blank=True, on_delete=models.CASCADE, related_name="delivery_log"
+    )
+    method_name = models.CharField(max_length=100)
+    http_method = models.CharField(max_length=10, blank=True)
+    url = models.TextField(help_text="Secrets redacted.")
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    ok = models.BooleanField(default=False)
+    duration_ms = models.PositiveIntegerField(default=0)
+    attempt = models.PositiveSmallIntegerField(default=1)
+    error = models.TextField(blank=True)
+    request_body = models.TextField(blank=True, help_text="Secrets redacted.")
+    response_body = models.TextField(blank=True)
+    produced_ids = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    objects = DeliveryLogQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        verbose_name = "delivery log entry"
+        verbose_name_plural = "delivery log"
+        indexes = [models.Index(fields=["installation", "-created_at"])]
