@@ -189,6 +189,9 @@ class OAuthState(models.Model):
     used_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    def __str__(self) -> str:
+        return f"OAuth state for {self.installation_id} (expires {self.expires_at:%Y-%m-%d %H:%M})"
+
 
 class CrmUser(models.Model):
     """A user of the CRM, as last fetched through the spec's `Users` method."""
@@ -236,6 +239,9 @@ class UserMapping(models.Model):
             ),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.pbx_user} → {self.crm_user or 'unmatched'}"
+
 
 class UserFetch(models.Model):
     """Progress of a `Users` fetch task, shown on the mapping page."""
@@ -254,6 +260,9 @@ class UserFetch(models.Model):
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"Users fetch {self.pk} ({self.state})"
 
 
 class DeliveryLogQuerySet(models.QuerySet["DeliveryLogEntry"]):
@@ -290,3 +299,6 @@ class DeliveryLogEntry(models.Model):
         verbose_name = "delivery log entry"
         verbose_name_plural = "delivery log"
         indexes = [models.Index(fields=["installation", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.method_name} {self.status_code or self.error[:40]}"
