@@ -137,9 +137,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 
 # --- REST API -----------------------------------------------------------------------------
 REST_FRAMEWORK = {
+    # OAuth2 first: DRF takes the WWW-Authenticate challenge from the first class, so a
+    # missing, expired or invalid token is a 401 (Bearer) rather than a 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "oauth2_provider.contrib.rest_framework.OAuth2Authentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["portal.api.permissions.IsPortalMemberWithScope"],
     "DEFAULT_PAGINATION_CLASS": "portal.api.pagination.PagePagination",
@@ -153,12 +155,17 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Manage organizations, PBX users, SMS numbers and integrations.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "OAUTH2_FLOWS": ["clientCredentials", "authorizationCode"],
+    "OAUTH2_AUTHORIZATION_URL": "/o/authorize/",
+    "OAUTH2_TOKEN_URL": "/o/token/",
 }
 OAUTH2_PROVIDER = {
     "SCOPES": {"read": "Read your organizations", "write": "Change your organizations"},
     "DEFAULT_SCOPES": ["read"],
     "ACCESS_TOKEN_EXPIRE_SECONDS": 3600,
     "PKCE_REQUIRED": False,
+    # A client-credentials token acts as the user who owns its Application.
+    "OAUTH2_VALIDATOR_CLASS": "portal.api.oauth.ApplicationOwnerOAuth2Validator",
 }
 
 LOGGING = {
