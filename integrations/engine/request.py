@@ -99,10 +99,10 @@ class RenderedRequest:
     redact: set[str] = field(default_factory=set)
 
     def redacted(self, text: str) -> str:
-        """`text` with every secret value replaced by `***` (longest first)."""
+        """`text` with every secret value replaced by `[redacted]` (longest first)."""
         for secret in sorted(self.redact, key=len, reverse=True):
             if secret:
-                text = text.replace(secret, "***")
+                text = text.replace(secret, "[redacted]")
         return text
 
 
@@ -275,7 +275,7 @@ def build_request(
     if parts.scheme not in ("http", "https") or not parts.netloc:
         shown = url
         for secret in sorted(redact, key=len, reverse=True):
-            shown = shown.replace(secret, "***")
+            shown = shown.replace(secret, "[redacted]")
         raise SpecError(Problem(pointer, f"URL {shown!r} is not an absolute http(s) URL"))
 
     headers = _render_headers(spec, method, context, pointer)

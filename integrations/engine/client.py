@@ -1,0 +1,362 @@
+"""The executor: runs one spec method against the live API and returns mapped records.
+
+`SpecClient` ties the pure parts together — `build_request` renders each step, the
+authenticator adds credentials (refreshing once on a 401), the one HTTP door sends, and
+`map_response` captures the values. It also implements what spans several requests:
+steps (`then`, `fallback`, `merge`, `when`), `phone_formats` (each format tried in order until
+one matches), and `recording_base64` (fetched lazily, only when the spec uses it).
+
+Everything the portal owns is passed in: property values, installation values, the token
+store, the refresh lock and the HTTP session.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from integrations.engine.auth import (
+    Authenticator,
+    OAuth2Authenticator,
+    RefreshLock,
+    TokenSet,
+    TokenStore,
+    authenticator_for,
+    send_with_auth,
+)
+from integrations.engine.errors import IntegrationError, Problem, SpecError
+from integrations.engine.http import AttemptRecord, HttpSession, OutboundRequest
+from integrations.engine.mapping import map_response
+from integrations.engine.request import (
+    RenderedRequest,
+    build_request,
+    phone_variants,
+    should_run,
+)
+from integrations.engine.spec import Spec
+from integrations.engine.templating import UNSET, render_json
+
+# Methods that return a list of records even when one matches (DESIGN 4.8).
+LIST_METHODS = frozenset({"Users", "Contacts", "Accounts", "FindContact", "SearchContacts"})
+# Keys that identify a record, in order of preference, for de-duplicating merged steps.
+_ID_KEYS = ("contact_id", "user_id", "account_id", "activity_id", "messageid", "id")
+# A recording inlined as base64 is capped: larger files must be uploaded as multipart.
+RECORDING_BASE64_MAX_BYTES = 20_000_000
+
+
+@dataclass
+class CallResult:
+    """What one method call produced.
+
+    `records`: the mapped records (list methods) or the captured values as one record.
+    `values`: every value captured by any step (a create method's `contact_id`, ...).
+    `requests`: what was sent, for showing to a person (use `redacted_summary`).
+    """
+
+    method_name: str
+    records: list[dict[str, Any]] = field(default_factory=list)
+    values: dict[str, Any] = field(default_factory=dict)
+    is_list: bool = False
+    requests: list[RenderedRequest] = field(default_factory=list)
+    phone_used: str | None = None
+
+    def first(self) -> dict[str, Any]:
+        """The first record merged over the captured values, or {}."""
+        if self.records:
+            return {**self.values, **self.records[0]}
+        return dict(self.values)
+
+    def to_json(self) -> list[dict[str, Any]] | dict[str, Any]:
+        """A list for list methods (even with one record), an object otherwise."""
+        if self.is_list or self.method_name in LIST_METHODS:
+            return self.records
+        return self.first()
+
+
+def request_summary(request: RenderedRequest) -> dict[str, Any]:
+    """A JSON-able description of a request with every secret redacted (for people)."""
+    body: Any = None
+    if request.json_body is not None:
+        body = request.json_body
+    elif request.form is not None:
+        body = dict(request.form)
+    elif request.multipart is not None:
+        body = {
+            part.name: (f"<file {part.filename or part.file}>" if part.file else part.value)
+            for part in request.multipart
+        }
+    elif request.text_body is not None:
+        body = request.text_body
+    summary = {
+        "method": request.http_method,
+        "url": request.url,
+        "query": [list(pair) for pair in request.query],
+        "headers": {
+            k: ("[redacted]" if k.lower() == "authorization" else v)
+            for k, v in request.headers.items()
+        },
+        "content_type": request.content_type,
+        "body": body,
+    }
+    return json.loads(request.redacted(json.dumps(summary, default=str)))
+
+
+class SpecClient:
+    """Runs the methods of one spec for one set of configured values.
+
+    Args:
+        spec: a loaded spec.
+        properties: property values by property name (secrets included, in plaintext).
+        installation_values: values captured at install time or from the OAuth token
+            response (4.9), usable like properties.
+        session: the HTTP door; by default a new `HttpSession` honouring
+            `allow_private_networks` and reporting attempts to `on_attempt`.
+        token_store, lock: where OAuth2/token credentials live and the lock that collapses
+            concurrent refreshes (the portal passes database-backed ones).
+        region: the organization's default region, for phone formats.
+    """
+
+    def __init__(
+        self,
+        spec: Spec,
+        *,
+        properties: Mapping[str, Any] | None = None,
+        installation_values: Mapping[str, Any] | None = None,
+        session: HttpSession | None = None,
+        token_store: TokenStore | None = None,
+        lock: RefreshLock | None = None,
+        region: str = "US",
+        allow_private_networks: bool = False,
+        on_attempt: Callable[[AttemptRecord], None] | None = None,
+        system_values: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.properties = dict(properties or {})
+        self.installation_values = dict(installation_values or {})
+        self.system_values = dict(system_values or {})
+        self.region = region or "US"
+        self.session = session or HttpSession(
+            allow_private_networks=allow_private_networks, on_attempt=on_attempt
+        )
+        self.authenticator: Authenticator = authenticator_for(
+            spec.authentication or None,
+            render=self._render_auth_value,
+            session=self.session,
+            store=token_store,
+            lock=lock,
+            run_method=self._run_token_method,
+        )
+
+    # ------------------------------------------------------------------ values
+
+    def base_values(self) -> dict[str, Any]:
+        """Properties, installation values, token-response captures and portal values."""
+        values: dict[str, Any] = {
+            "now": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "region": self.region,
+        }
+        values.update(self.system_values)
+        values.update(self.properties)
+        values.update(self.installation_values)
+        # While the authenticator is being built, its own block is rendered from the rest.
+        authenticator = getattr(self, "authenticator", None)
+        if authenticator is not None:
+            values.update(authenticator.values())
+        return values
+
+    def _render_auth_value(self, template: Any) -> Any:
+        value = render_json(template, self.base_values(), self.spec.var_char)
+        return None if value is UNSET else value
+
+    def _run_token_method(
+        self, method: Mapping[str, Any], extra_values: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Send a token request/refresh method without authentication; its captures."""
+        values = {**self.base_values(), **extra_values}
+        request = build_request(self.spec, method, values, pointer="/authentication")
+        response = self.session.send(request, method_name="authentication")
+        mapped = map_response(
+            self.spec,
+            method,
+            body=response.content,
+            headers=response.headers,
+            context=values,
+            pointer="/authentication",
+        )
+        return mapped.first()
+
+    # ------------------------------------------------------------------ OAuth2
+
+    def _oauth2(self) -> OAuth2Authenticator:
+        if not isinstance(self.authenticator, OAuth2Authenticator):
+            raise SpecError(Problem("/authentication/type", "this spec does not use oauth2"))
+        return self.authenticator
+
+    def authorization_url(self, *, state: str, redirect_uri: str) -> str:
+        """Where to send a person to grant access (oauth2 specs)."""
+        return self._oauth2().authorization_url(state, redirect_uri)
+
+    def exchange_code(self, *, code: str, redirect_uri: str) -> TokenSet:
+        """Trade an authorization code for tokens; they are saved to the token store."""
+        return self._oauth2().exchange_code(code, redirect_uri)
+
+    # ------------------------------------------------------------------ calls
+
+    def has_method(self, name: str) -> bool:
+        return self.spec.has_method(name)
+
+    def _steps(self, method_name: str) -> tuple[list[dict[str, Any]], bool]:
+        if not self.spec.has_method(method_name):
+            raise SpecError(Problem(f"/API/{method_name}", f"the spec has no {method_name} method"))
+        method = self.spec.methods[method_name]
+        return self.spec.steps(method_name), isinstance(method, list)
+
+    def _values_for(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
+        values = self.base_values()
+        values.update({k: v for k, v in (params or {}).items() if v is not None})
+        if "recording_base64" not in values and self._uses("recording_base64"):
+            encoded = self._recording_base64(values)
+            if encoded is not None:
+                values["recording_base64"] = encoded
+        return values
+
+    def _uses(self, name: str) -> bool:
+        marker = f"{name}}}" if self.spec.var_char == "{}" else f"${name}$"
+        return marker in json.dumps(self.spec.raw)
+
+    def _recording_base64(self, values: Mapping[str, Any]) -> str | None:
+        """Fetch the recording (a local file or a URL, through the guarded door) and encode it."""
+        source = values.get("recording_file") or values.get("recording_url")
+        if not source:
+            return None
+        source = str(source)
+        if source.startswith(("http://", "https://")):
+            capped = HttpSession(
+                allow_private_networks=self.session.allow_private_networks,
+                max_response_bytes=RECORDING_BASE64_MAX_BYTES,
+            )
+            response = capped.send(
+                OutboundRequest(http_method="GET", url=source, retry_safe=True),
+                method_name="recording",
+            )
+            data = response.content
+        else:
+            with open(source, "rb") as handle:
+                data = handle.read(RECORDING_BASE64_MAX_BYTES + 1)
+            if len(data) > RECORDING_BASE64_MAX_BYTES:
+                raise IntegrationError(
+                    f"The recording is larger than {RECORDING_BASE64_MAX_BYTES // 1_000_000} MB "
+                    "and cannot be sent inline; use a multipart upload in the spec.",
+                    method="recording",
+                    permanent=True,
+                )
+        return base64.b64encode(data).decode()
+
+    def call(self, method_name: str, params: Mapping[str, Any] | None = None) -> CallResult:
+        """Run `method_name` with `params` (system values and declared parameters).
+
+        With `phone_formats`, `$phone$` is tried in each format in order until a format
+        returns a record. Raises SpecError for a spec or configuration mistake and
+        IntegrationError when the third party fails.
+        """
+        steps, stepped = self._steps(method_name)
+        values = self._values_for(params)
+        formats = steps[0].get("phone_formats")
+        phone = values.get("phone")
+        if formats and phone:
+            result = CallResult(method_name=method_name)
+            for variant in phone_variants(str(phone), list(formats), self.region):
+                result = self._run(method_name, steps, stepped, {**values, "phone": variant})
+                result.phone_used = variant
+                if result.records:
+                    return result
+            return result
+        return self._run(method_name, steps, stepped, values)
+
+    def _run(
+        self,
+        method_name: str,
+        steps: list[dict[str, Any]],
+        stepped: bool,
+        values: dict[str, Any],
+    ) -> CallResult:
+        result = CallResult(method_name=method_name)
+        context = dict(values)
+        for index, step in enumerate(steps):
+            pointer = f"/API/{method_name}" + (f"/{index}" if stepped else "")
+            mode = step.get("mode", "then")
+            if mode == "fallback" and result.records:
+                continue
+            if not should_run(self.spec, step, context):
+                continue
+            request = build_request(self.spec, step, context, pointer=pointer)
+            result.requests.append(request)
+            response = send_with_auth(
+                self.session, request, method_name=method_name, authenticator=self.authenticator
+            )
+            mapped = map_response(
+                self.spec,
+                step,
+                body=response.content,
+                headers=response.headers,
+                context=context,
+                pointer=pointer,
+            )
+            result.values.update(mapped.values)
+            context.update(mapped.values)
+            if mapped.is_list:
+                result.is_list = True
+                if mode == "merge":
+                    result.records = _dedupe([*result.records, *mapped.records])
+                else:
+                    result.records = list(mapped.records)
+                if mapped.records:
+                    # Later steps see the first record's values (find-then-create chains).
+                    context.update(mapped.records[0])
+        if not result.is_list:
+            result.records = [result.values] if result.values else []
+        return result
+
+    def dry_run(
+        self, method_name: str, params: Mapping[str, Any] | None = None
+    ) -> list[RenderedRequest]:
+        """The requests `call` would send first (steps needing earlier captures are left out)."""
+        steps, stepped = self._steps(method_name)
+        values = self._values_for(params)
+        formats = steps[0].get("phone_formats")
+        if formats and values.get("phone"):
+            values["phone"] = phone_variants(str(values["phone"]), list(formats), self.region)[0]
+        requests = []
+        for index, step in enumerate(steps):
+            pointer = f"/API/{method_name}" + (f"/{index}" if stepped else "")
+            try:
+                if not should_run(self.spec, step, values):
+                    continue
+                requests.append(build_request(self.spec, step, values, pointer=pointer))
+            except SpecError:
+                if index == 0:
+                    raise
+                break
+        return requests
+
+
+def _record_key(record: Mapping[str, Any]) -> Any:
+    for key in _ID_KEYS:
+        if record.get(key) not in (None, ""):
+            return (key, str(record[key]))
+    return json.dumps(record, sort_keys=True, default=str)
+
+
+def _dedupe(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: set[Any] = set()
+    unique = []
+    for record in records:
+        key = _record_key(record)
+        if key not in seen:
+            seen.add(key)
+            unique.append(record)
+    return unique
