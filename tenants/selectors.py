@@ -34,6 +34,15 @@ def organization_list(*, user: object, search: str = "") -> QuerySet[Organizatio
     ).order_by("name", "pk")
 
 
+def tenant_counts(*, user: object) -> dict[str, int]:
+    """How many organizations, PBX users and SMS numbers `user` may see."""
+    return {
+        "organizations": Organization.objects.for_user(user).count(),
+        "pbx_users": PbxUser.objects.for_user(user).count(),
+        "sms_numbers": SmsNumber.objects.for_user(user).count(),
+    }
+
+
 def organization_get(*, user: object, pk: int | str) -> Organization:
     """The organization `pk` if `user` may see it; Http404 otherwise."""
     return get_object_or_404(Organization.objects.for_user(user).select_related("account"), pk=pk)
