@@ -14,5 +14,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/", include("tenants.api_urls")),
+    path("api/v1/", include("integrations.api_urls")),
+    path("", include("integrations.urls")),
     path("", include("tenants.urls")),
 ]
