@@ -252,15 +252,20 @@ def redact(text: str, secrets: Iterable[str | None]) -> str:
     return re.sub(pattern, REDACTED, text)
 
 
-def _redact_structure(value: Any) -> Any:
+# In a response, `code` is an error code ("validation_error"), not an authorization code:
+# keep it, so the person reading the log sees why the call failed.
+_RESPONSE_SENSITIVE_KEYS = SENSITIVE_KEYS - {"code"}
+
+
+def _redact_structure(value: Any, keys: frozenset[str] = SENSITIVE_KEYS) -> Any:
     """Replace values of well-known secret keys (`access_token`, `password`…) in parsed JSON."""
     if isinstance(value, Mapping):
         return {
-            k: (REDACTED if str(k).lower() in SENSITIVE_KEYS else _redact_structure(v))
+            k: (REDACTED if str(k).lower() in keys else _redact_structure(v, keys))
             for k, v in value.items()
         }
     if isinstance(value, list):
-        return [_redact_structure(v) for v in value]
+        return [_redact_structure(v, keys) for v in value]
     return value
 
 
@@ -295,7 +300,9 @@ def _body_excerpt(content: bytes, secrets: Iterable[str], limit: int = _BODY_EXC
     """A redacted, shortened rendering of a response body for logs and error messages."""
     text = content[: limit * 4].decode("utf-8", errors="replace")
     with contextlib.suppress(ValueError):
-        text = json.dumps(_redact_structure(json.loads(text)), ensure_ascii=False)
+        text = json.dumps(
+            _redact_structure(json.loads(text), _RESPONSE_SENSITIVE_KEYS), ensure_ascii=False
+        )
     return _excerpt(redact(text, secrets), limit)
 
 

@@ -724,3 +724,16 @@ def test_multipart_retry_resends_the_whole_file(local_server: LocalServer, tmp_p
     first, second = local_server.requests_to("/upload")
     assert first.body_size == second.body_size
     assert _file_part(second.body, second.headers["Content-Type"])[1] == b"abc" * 1000
+
+
+def test_error_codes_in_a_response_body_stay_readable_while_tokens_are_redacted():
+    from integrations.engine.http import _body_excerpt
+
+    body = (
+        b'{"error": {"code": "validation_error", "message": "phone is required"},'
+        b' "access_token": "fresh-token-value"}'
+    )
+    excerpt = _body_excerpt(body, secrets=[])
+
+    assert "validation_error" in excerpt
+    assert "fresh-token-value" not in excerpt
