@@ -302,3 +302,171 @@ class DeliveryLogEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.method_name} {self.status_code or self.error[:40]}"
+
+
+class NoticeQuerySet(models.QuerySet["Notice"]):
+    def for_user(self, user: object) -> NoticeQuerySet:
+        return self.filter(organization__in=Organization.objects.for_user(user))
+
+
+class Notice(models.Model):
+    """Something an organization's admins must act on, shown in the portal (an installation
+    that needs reconnecting, a callback disabled after repeated failures)."""
+
+    class Level(models.TextChoices):
+        INFO = "info", "Info"
+        WARNING = "warning", "Warning"
+        ERROR = "error", "Error"
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="notices")
+    installation = models.ForeignKey(
+        Installation, null=True, blank=True, on_delete=models.CASCADE, related_name="notices"
+    )
+    level = models.CharField(max_length=10, choices=Level.choices, default=Level.WARNING)
+    message = models.TextField()
+    # What to do next, as a portal path ("/integrations/installations/4/").
+    action_url = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    objects = NoticeQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.message[:80]
+
+
+class CallQuerySet(models.QuerySet["Call"]):
+    def for_user(self, user: object) -> CallQuerySet:
+        return self.filter(organization__in=Organization.objects.for_user(user))
+
+
+class Call(models.Model):
+    """What we know of one PBX call, merged from its events in any order.
+
+    `data` holds the normalized call (direction, numbers, times, extension, recording); the
+    status only moves forward (ringing → answered → completed/missed/...), so an event that
+    arrives late or twice never rolls it back.
+    """
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="calls")
+    call_id = models.CharField(max_length=200)
+    status = models.CharField(max_length=20, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = CallQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "call_id"], name="call_id_per_org"),
+        ]
+
+    def __str__(self) -> str:
+        return self.call_id
+
+
+class CallActivity(models.Model):
+    """The CRM activity of one call in one installation: created once, then updated by id."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Waiting to be written"
+        CREATED = "created", "Created in the CRM"
+        HELD = "held", "Held for an admin to pick the contact"
+        FAILED = "failed", "Failed"
+
+    installation = models.ForeignKey(
+        Installation, on_delete=models.CASCADE, related_name="call_activities"
+    )
+    call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="activities")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    activity_id = models.CharField(max_length=200, blank=True)
+    # Extra activity ids when the match policy logs to every matching contact.
+    other_activity_ids = models.JSONField(default=list, blank=True)
+    contact_id = models.CharField(max_length=200, blank=True)
+    # Contacts found for the caller (records of FindContact), for the review page.
+    candidates = models.JSONField(default=list, blank=True)
+    # The values we last wrote, to detect fields edited in the CRM since (GetActivity).
+    written = models.JSONField(default=dict, blank=True)
+    recording_uploaded = models.BooleanField(default=False)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "call activities"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["installation", "call"], name="one_activity_per_call_per_installation"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"call {self.call_id} → {self.activity_id or self.state}"
+
+
+class MessageQuerySet(models.QuerySet["Message"]):
+    def for_user(self, user: object) -> MessageQuerySet:
+        return self.filter(organization__in=Organization.objects.for_user(user))
+
+
+def _new_message_ref() -> str:
+    return secrets.token_urlsafe(12)
+
+
+class Message(models.Model):
+    """One SMS/MMS, inbound or outbound, through an SMS installation."""
+
+    class Direction(models.TextChoices):
+        INBOUND = "inbound", "Inbound"
+        OUTBOUND = "outbound", "Outbound"
+
+    class Status(models.TextChoices):
+        RECEIVED = "received", "Received"
+        QUEUED = "queued", "Queued"
+        SENT = "sent", "Sent"
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Failed"
+        UNDELIVERED = "undelivered", "Undelivered"
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="messages"
+    )
+    installation = models.ForeignKey(
+        Installation, null=True, blank=True, on_delete=models.SET_NULL, related_name="messages"
+    )
+    sms_number = models.ForeignKey(
+        "tenants.SmsNumber",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="messages",
+    )
+    sender = models.ForeignKey(
+        PbxUser, null=True, blank=True, on_delete=models.SET_NULL, related_name="sent_messages"
+    )
+    direction = models.CharField(max_length=10, choices=Direction.choices)
+    from_number = models.CharField(max_length=32)
+    to_number = models.CharField(max_length=32)
+    content = models.TextField(blank=True)
+    media_urls = models.JSONField(default=list, blank=True)
+    # The provider's id, and ours (unique; a spec may send it for delivery reports).
+    messageid = models.CharField(max_length=200, blank=True, db_index=True)
+    message_ref = models.CharField(max_length=40, unique=True, default=_new_message_ref)
+    status = models.CharField(max_length=12, choices=Status.choices)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = MessageQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.direction} {self.from_number} → {self.to_number}"
