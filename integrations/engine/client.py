@@ -4,7 +4,9 @@
 authenticator adds credentials (refreshing once on a 401), the one HTTP door sends, and
 `map_response` captures the values. It also implements what spans several requests:
 steps (`then`, `fallback`, `merge`, `when`), `phone_formats` (each format tried in order until
-one matches), and `recording_base64` (fetched lazily, only when the spec uses it).
+one matches), and `recording_base64` (fetched lazily, only for a method that uses it).
+`install` and `uninstall` run the spec's `Install` / `Uninstall` requests (their captures
+become installation values).
 
 Everything the portal owns is passed in: property values, installation values, the token
 store, the refresh lock and the HTTP session.
@@ -135,7 +137,11 @@ class SpecClient:
         system_values: Mapping[str, Any] | None = None,
     ) -> None:
         self.spec = spec
-        self.properties = dict(properties or {})
+        # A property left out takes its declared default (Zoho's accounts URL), as in the form.
+        self.properties = {
+            prop.name: prop.default for prop in spec.properties if prop.default is not None
+        }
+        self.properties.update(properties or {})
         self.installation_values = dict(installation_values or {})
         self.system_values = dict(system_values or {})
         self.region = region or "US"
@@ -215,18 +221,56 @@ class SpecClient:
         method = self.spec.methods[method_name]
         return self.spec.steps(method_name), isinstance(method, list)
 
-    def _values_for(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
+    def _values_for(
+        self, params: Mapping[str, Any] | None, steps: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
         values = self.base_values()
         values.update({k: v for k, v in (params or {}).items() if v is not None})
-        if "recording_base64" not in values and self._uses("recording_base64"):
+        if "recording_base64" not in values and self._needs_recording(steps):
             encoded = self._recording_base64(values)
             if encoded is not None:
                 values["recording_base64"] = encoded
+        values.update(self._token_values(steps or [], values))
         return values
 
-    def _uses(self, name: str) -> bool:
-        marker = f"{name}}}" if self.spec.var_char == "{}" else f"${name}$"
-        return marker in json.dumps(self.spec.raw)
+    def _needs_recording(self, steps: list[dict[str, Any]] | None) -> bool:
+        """Whether these steps use `recording_base64`, directly or through a variable.
+
+        The recording is downloaded and encoded only for a method that sends it, not for
+        every call of a spec that has one such method.
+        """
+        if steps is None:
+            return self._uses("recording_base64")
+        variables = [
+            name
+            for name, expression in self.spec.variables.items()
+            if self._uses("recording_base64", expression)
+        ]
+        return any(self._uses(name, steps) for name in ["recording_base64", *variables])
+
+    def _uses(self, name: str, template: Any = None) -> bool:
+        marker = f"{{{name}}}" if self.spec.var_char == "{}" else f"${name}$"
+        return marker in json.dumps(self.spec.raw if template is None else template)
+
+    def _token_values(
+        self, steps: list[dict[str, Any]], values: Mapping[str, Any]
+    ) -> dict[str, str]:
+        """The stored `access_token` / `refresh_token`, for steps that name them.
+
+        Only a method that says `$refresh_token$` gets it (a Logout that revokes the token at
+        the provider, RFC 7009); both are redacted wherever they appear (request.py).
+        """
+        wanted = [
+            name
+            for name in ("access_token", "refresh_token")
+            if name not in values and self._uses(name, steps)
+        ]
+        store: TokenStore | None = getattr(self.authenticator, "store", None)
+        tokens = store.load() if wanted and store is not None else None
+        if tokens is None:
+            return {}
+        found = {"access_token": tokens.access_token, "refresh_token": tokens.refresh_token}
+        return {name: found[name] for name in wanted if found[name]}
 
     def _recording_base64(self, values: Mapping[str, Any]) -> str | None:
         """Fetch the recording (a local file or a URL, through the guarded door) and encode it."""
@@ -264,7 +308,7 @@ class SpecClient:
         IntegrationError when the third party fails.
         """
         steps, stepped = self._steps(method_name)
-        values = self._values_for(params)
+        values = self._values_for(params, steps)
         formats = steps[0].get("phone_formats")
         phone = values.get("phone")
         if formats and phone:
@@ -277,17 +321,39 @@ class SpecClient:
             return result
         return self._run(method_name, steps, stepped, values)
 
+    def install(self, params: Mapping[str, Any] | None = None) -> CallResult:
+        """Run the spec's `Install` requests in order (when an org enables the integration).
+
+        Each request sees the captures of the ones before it, like steps; `values` of the
+        result are what the portal stores as installation values. Raises as `call`.
+        """
+        return self._lifecycle("Install", self.spec.install, params)
+
+    def uninstall(self, params: Mapping[str, Any] | None = None) -> CallResult:
+        """Run the spec's `Uninstall` requests in order (when an org disables it)."""
+        return self._lifecycle("Uninstall", self.spec.uninstall, params)
+
+    def _lifecycle(
+        self, name: str, methods: list[dict[str, Any]], params: Mapping[str, Any] | None
+    ) -> CallResult:
+        steps = list(methods)
+        values = self._values_for(params, steps)
+        return self._run(name, steps, True, values, pointer_base=f"/{name}")
+
     def _run(
         self,
         method_name: str,
         steps: list[dict[str, Any]],
         stepped: bool,
         values: dict[str, Any],
+        *,
+        pointer_base: str | None = None,
     ) -> CallResult:
         result = CallResult(method_name=method_name)
         context = dict(values)
+        base = pointer_base if pointer_base is not None else f"/API/{method_name}"
         for index, step in enumerate(steps):
-            pointer = f"/API/{method_name}" + (f"/{index}" if stepped else "")
+            pointer = base + (f"/{index}" if stepped else "")
             mode = step.get("mode", "then")
             if mode == "fallback" and result.records:
                 continue
@@ -326,7 +392,7 @@ class SpecClient:
     ) -> list[RenderedRequest]:
         """The requests `call` would send first (steps needing earlier captures are left out)."""
         steps, stepped = self._steps(method_name)
-        values = self._values_for(params)
+        values = self._values_for(params, steps)
         formats = steps[0].get("phone_formats")
         if formats and values.get("phone"):
             values["phone"] = phone_variants(str(values["phone"]), list(formats), self.region)[0]

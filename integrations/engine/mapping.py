@@ -32,7 +32,13 @@ import phonenumbers
 
 from integrations.engine.errors import Problem, SpecError
 from integrations.engine.expressions import DEFAULT_REGION, evaluate
-from integrations.engine.templating import UNSET, json_pointer, single_placeholder, to_text
+from integrations.engine.templating import (
+    UNSET,
+    json_pointer,
+    literal_text,
+    single_placeholder,
+    to_text,
+)
 
 if TYPE_CHECKING:
     from integrations.engine.spec import Spec
@@ -290,6 +296,7 @@ class _Mapper:
                 if key.endswith("*") and len(key) > 1:
                     self.collect_numbered(key[:-1], child, data, out, child_pointer)
                     continue
+                key = literal_text(key, self.var_char)  # "$$id" matches a key "$id"
                 if key in data:
                     self.capture(child, data[key], out, records, child_pointer, collecting)
             return

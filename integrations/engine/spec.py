@@ -11,6 +11,7 @@ $phon$`), so a spec author fixes them in one pass.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
 import re
@@ -22,7 +23,11 @@ from typing import Any, Final
 import jsonschema
 
 from integrations.engine.errors import Problem, SpecError
-from integrations.engine.expressions import expression_problems, order_variables
+from integrations.engine.expressions import (
+    compile_expression,
+    expression_problems,
+    order_variables,
+)
 from integrations.engine.templating import (
     format_placeholder,
     iter_template_strings,
@@ -492,6 +497,15 @@ class _Checker:
         self.variables = variables if isinstance(variables, dict) else {}
         self.capturable = set(self.parameters) | set(SYSTEM_VALUES)
         self.known = set(self.property_names) | self.capturable | set(self.variables)
+        # Values captured at install time or with the OAuth tokens: set before any method runs.
+        self.installation_names: set[str] = set()
+        install = data.get("Install")
+        for method in install if isinstance(install, list) else []:
+            if isinstance(method, dict):
+                self.installation_names |= _captures(method.get("response_map"), self.var_char)
+        auth = data.get("authentication")
+        if isinstance(auth, dict):
+            self.installation_names |= _captures(auth.get("token_response_map"), self.var_char)
 
     def add(self, pointer: str, message: str) -> None:
         self.problems.append(Problem(pointer, message))
@@ -570,8 +584,68 @@ class _Checker:
         if isinstance(method, list):
             for index, step in enumerate(method):
                 self.method(pointer + json_pointer(index), step, step_index=index)
+            self.step_order(pointer, method)
         else:
             self.method(pointer, method)
+
+    def step_order(self, pointer: str, steps: list[Any]) -> None:
+        """A step may only use a spec parameter that the caller or an earlier step supplies.
+
+        A declared parameter (not a system value, which the portal supplies) that a step uses
+        and only a later step of the same method captures is a mistake in the order of the
+        steps: when the step runs, nothing has set it yet.
+        """
+        captured_by: list[set[str]] = []
+        for step in steps:
+            names: set[str] = set()
+            if isinstance(step, dict):
+                names |= _captures(step.get("response_map"), self.var_char)
+                for text in (step.get("response_headers_map") or {}).values():
+                    name = single_placeholder(text, self.var_char)
+                    if name is not None:
+                        names.add(name)
+                names |= set(step.get("outputs") or {})
+            captured_by.append(names)
+        own = {name for name in self.parameters if name not in SYSTEM_VALUES}
+        own -= self.installation_names
+        for index, step in enumerate(steps):
+            if not isinstance(step, dict):
+                continue
+            earlier = set().union(*captured_by[:index]) if index else set()
+            later = set().union(*captured_by[index + 1 :])
+            for name in sorted(self.step_uses(step) & own & later - earlier):
+                producer = next(j for j in range(index + 1, len(steps)) if name in captured_by[j])
+                self.add(
+                    pointer + json_pointer(index),
+                    f"step {index} uses {self.placeholder(name)}, which only step {producer} "
+                    "captures (later): reorder the steps",
+                )
+
+    def step_uses(self, step: dict[str, Any]) -> set[str]:
+        """Names a step reads when it is rendered (URL, headers, parameters, when)."""
+        used: set[str] = set()
+        for key in ("request_path", "request_url", "request_headers", "request_parameters"):
+            for _pointer, text in iter_template_strings(step.get(key)):
+                used.update(placeholder_names(text, self.var_char))
+        condition = step.get("when")
+        if isinstance(condition, str):
+            with contextlib.suppress(SpecError):  # a broken one is reported elsewhere
+                used.update(compile_expression(condition, self.var_char).names)
+        # Variables used by the step read their own inputs at the same moment.
+        pending = [n for n in used if n in self.variables]
+        seen: set[str] = set()
+        while pending:
+            variable = pending.pop()
+            if variable in seen or not isinstance(self.variables.get(variable), str):
+                continue
+            seen.add(variable)
+            try:
+                inputs = compile_expression(self.variables[variable], self.var_char).names
+            except SpecError:
+                continue
+            used.update(inputs)
+            pending.extend(n for n in inputs if n in self.variables)
+        return used
 
     def method(self, pointer: str, method: Any, *, step_index: int | None = None) -> None:
         if not isinstance(method, dict):
@@ -790,6 +864,19 @@ class _Checker:
             self.add(pointer, f"a {kind} signature needs the header that carries it")
         if kind == "basic" and not (signature.get("username") and signature.get("password")):
             self.add(pointer, "a basic signature needs username and password")
+        payload = signature.get("payload")
+        if kind in ("hmac-sha1", "hmac-sha256", "ed25519"):
+            if payload == "timestamp.body" and not signature.get("timestamp_header"):
+                self.add(
+                    pointer + "/payload",
+                    "a timestamp.body payload needs timestamp_header (the header with the time)",
+                )
+            if kind == "ed25519" and payload == "url+sorted-params":
+                self.add(pointer + "/payload", "ed25519 signs the body or timestamp.body")
+        elif kind in ("basic", "header"):
+            for key in ("payload", "encoding", "timestamp_header", "id_header", "tolerance"):
+                if key in signature:
+                    self.add(pointer + json_pointer(key), f"a {kind} signature has no {key}")
         for key in ("secret", "username", "password"):
             self.template(pointer + json_pointer(key), signature.get(key))
 

@@ -42,6 +42,7 @@ __all__ = [
     "is_unset",
     "iter_template_strings",
     "json_pointer",
+    "literal_text",
     "placeholder_names",
     "render_header",
     "render_json",
@@ -138,6 +139,23 @@ def tokenize(template: str, var_char: str = "$") -> list[str | Placeholder]:
     if joined:
         parts.append(joined)
     return parts
+
+
+def literal_text(template: str, var_char: str = "$") -> str:
+    """A template without placeholders as the text it stands for (`$$` → `$`).
+
+    Used for keys of response maps and webhook shapes, which are matched, not rendered. A
+    template with placeholders is returned unchanged.
+    """
+    if var_char == "{}":
+        if "{" not in template and "}" not in template:
+            return template
+    elif "$" not in template:
+        return template
+    parts = tokenize(template, var_char)
+    if any(isinstance(part, Placeholder) for part in parts):
+        return template
+    return "".join(str(part) for part in parts)
 
 
 def placeholder_names(template: str, var_char: str = "$") -> list[str]:
@@ -259,7 +277,9 @@ def _render_json(
         for raw_key, child in template.items():
             key_parts = tokenize(raw_key, var_char)
             key_names = [p.name for p in key_parts if isinstance(p, Placeholder)]
-            key = render_text(raw_key, values, var_char) if key_names else raw_key
+            # A key is rendered when it holds a placeholder or an escape (`"$$filter"`).
+            literal_key = not raw_key or key_parts == [raw_key]
+            key = raw_key if literal_key else render_text(raw_key, values, var_char)
             key_set = sum(_lookup(values, n) is not UNSET for n in key_names)
             total += len(key_names)
             set_count += key_set

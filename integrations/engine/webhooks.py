@@ -14,8 +14,10 @@ Malformed input (a body that does not parse, a matched model missing a value it 
 `"[n]"` picks an array element, `"MediaUrl*"` collects numbered fields, values are coerced to
 their declared types (`from`/`to` are phones, normalized to E.164 with `region`).
 
-Signature verification is not done here: pass `verify_signature`, which is called with the spec's
-signature block and the raw request before anything is parsed.
+When the spec declares a `signature` block, the request is verified before anything is
+parsed: by `integrations.engine.signatures.verify_signature` with the installation's
+`properties` (raising `SignatureInvalid`, a `WebhookRejected` with status 401), or by the
+`verify_signature` hook a caller passes instead.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from integrations.engine.templating import (
     UNSET,
     format_placeholder,
     iter_template_strings,
+    literal_text,
     placeholder_names,
     single_placeholder,
 )
@@ -72,6 +75,8 @@ class InboundRequest:
     body: bytes
     query: Mapping[str, Any]
     headers: Mapping[str, str]
+    # The full URL the provider called (scheme, host, path and query), as it signed it.
+    url: str = ""
 
 
 @dataclass
@@ -179,7 +184,7 @@ def _shape_fit(template: Any, data: Any, event_key: str, var_char: str) -> tuple
             for key, child in node.items():
                 if key.endswith("*"):
                     continue
-                walk(child, _at(value, key))
+                walk(child, _at(value, literal_text(key, var_char)))
         elif isinstance(node, list):
             if len(node) != 1 and isinstance(value, list):
                 for child, item in zip(node, value, strict=False):
@@ -219,21 +224,40 @@ def match_webhook(
     headers: Mapping[str, str],
     region: str = DEFAULT_REGION,
     verify_signature: Callable[[Mapping[str, Any], InboundRequest], None] | None = None,
+    url: str = "",
+    properties: Mapping[str, Any] | None = None,
+    now: float | None = None,
 ) -> WebhookMatch | None:
     """Match an inbound request against `spec.webhooks`.
 
+    When the spec declares a `signature`, the raw request is verified first: by
+    `verify_signature` if given, else by `signatures.verify_signature` with `properties`
+    (the installation's property values, which hold the secret), `url` (the full URL the
+    provider called; Twilio-style signatures cover it) and `now` (Unix time, for the
+    timestamp tolerance).
+
     Returns the match, or None for a well-formed request no model describes. Raises
-    WebhookRejected (400) for an unparseable body or a matched model missing a value it
-    requires; whatever `verify_signature` raises (for a 401) propagates before any parsing.
-    Raises SpecError if an `event_type` expression gives something other than message, mms
-    or status (a spec bug).
+    SignatureInvalid (a WebhookRejected with status 401) for an unsigned or badly signed
+    request, before any parsing; WebhookRejected (400) for an unparseable body or a matched
+    model missing a value it requires. Raises SpecError if an `event_type` expression gives
+    something other than message, mms or status (a spec bug).
     """
     method = method.upper()
-    if verify_signature is not None and spec.webhook_signature:
-        verify_signature(
-            spec.webhook_signature,
-            InboundRequest(method, content_type, body, query, headers),
-        )
+    if spec.webhook_signature:
+        inbound = InboundRequest(method, content_type, body, query, headers, url)
+        if verify_signature is not None:
+            verify_signature(spec.webhook_signature, inbound)
+        else:
+            # Imported here: signatures builds its error on WebhookRejected from this module.
+            from integrations.engine.signatures import verify_signature as verify
+
+            verify(
+                spec.webhook_signature,
+                inbound,
+                values=properties or {},
+                now=now,
+                var_char=spec.var_char,
+            )
     data, text = _parse_payload(method, content_type or "", body, query)
     var_char = spec.var_char
 

@@ -262,7 +262,10 @@ def test_options_and_redaction() -> None:
     )
     assert request.timeout == 5.0 and request.success_codes == [201] and request.retry_safe
     assert {"s3cr/et=", "s3cr%2Fet%3D", "tok"} <= request.redact
-    assert request.redacted("https://x/?s=s3cr%2Fet%3D&t=tok") == "https://x/?s=[redacted]&t=[redacted]"
+    assert (
+        request.redacted("https://x/?s=s3cr%2Fet%3D&t=tok")
+        == "https://x/?s=[redacted]&t=[redacted]"
+    )
     plain_post = build_request(
         spec, spec.methods["FindContact"] | {"request_method": "POST"}, PROPERTIES
     )
