@@ -82,3 +82,172 @@ class OrgAdminMembershipFactory(factory.django.DjangoModelFactory):
     role = Membership.Role.ORG_ADMIN
     organization = factory.SubFactory(OrganizationFactory)
     account = factory.LazyAttribute(lambda m: m.organization.account)
+
+
+# --- Integrations ------------------------------------------------------------------------------
+
+# A small valid crm spec: bearer auth with a secret API key, `Users` from GET /users in the
+# generic CRM sandbox's shape ({"records": [{"id", "name", "email"}]}).
+FACTORY_CRM_DOCUMENT: dict = {
+    "id": "factory-crm",
+    "name": "Factory CRM",
+    "class": "crm",
+    "properties": [
+        {"name": "Base URL", "type": "url", "required": True},
+        {"name": "API Key", "type": "secret", "required": True},
+    ],
+    "resource_url": "$Base URL$",
+    "authentication": {"type": "bearer", "token": "$API Key$"},
+    "API": {
+        "Users": {
+            "request_method": "GET",
+            "request_path": "/users",
+            "response_map": {
+                "records": [{"id": "$user_id$", "name": "$user_name$", "email": "$user_email$"}]
+            },
+        },
+        "FindContact": {
+            "request_method": "GET",
+            "request_path": "/contacts/search",
+            "request_parameters": {"phone": "$phone$"},
+            "response_map": {"records": [{"id": "$contact_id$", "name": "$contact_name$"}]},
+        },
+    },
+}
+
+# A small valid sms spec: one SendMessage and one inbound message model.
+FACTORY_SMS_DOCUMENT: dict = {
+    "id": "factory-sms",
+    "name": "Factory SMS",
+    "class": "sms",
+    "properties": [
+        {"name": "Base URL", "type": "url", "required": True},
+        {"name": "Auth Token", "type": "secret"},
+    ],
+    "resource_url": "$Base URL$",
+    "API": {
+        "SendMessage": {
+            "request_method": "POST",
+            "request_path": "/messages",
+            "request_parameters": {"from": "$from$", "to": "$to$", "text": "$content$"},
+            "response_map": {"id": "$messageid$"},
+        }
+    },
+    "Webhook": [
+        {
+            "event_key": "message",
+            "event_type": "message",
+            "request_method": "POST",
+            "request_parameters": {
+                "type": "$event_key$",
+                "from": "$from$",
+                "to": "$to$",
+                "text": "$content$",
+            },
+        }
+    ],
+}
+
+
+class IntegrationSpecFactory(factory.django.DjangoModelFactory):
+    """A built-in (account-less) crm spec unless `account` is given."""
+
+    class Meta:
+        model = "integrations.IntegrationSpec"
+
+    account = None
+    spec_id = factory.Sequence(lambda n: f"factory-crm-{n}")
+    name = factory.Sequence(lambda n: f"Factory CRM {n}")
+    spec_class = "crm"
+    logo = ""
+
+
+class SpecVersionFactory(factory.django.DjangoModelFactory):
+    """An approved version whose document matches the spec's class (a small valid spec)."""
+
+    class Meta:
+        model = "integrations.SpecVersion"
+
+    spec = factory.SubFactory(IntegrationSpecFactory)
+    number = factory.Sequence(lambda n: n + 1)
+    document = factory.LazyAttribute(
+        lambda v: {
+            **(FACTORY_SMS_DOCUMENT if v.spec.spec_class == "sms" else FACTORY_CRM_DOCUMENT),
+            "id": v.spec.spec_id,
+            "name": v.spec.name,
+        }
+    )
+    sha256 = factory.LazyAttribute(lambda v: _document_digest(v.document))
+    status = "approved"
+
+
+def _document_digest(document: dict) -> str:
+    from integrations.models import SpecVersion
+
+    return SpecVersion.digest(document)
+
+
+class InstallationFactory(factory.django.DjangoModelFactory):
+    """An active installation of a crm spec; `properties`/`secret_properties` point nowhere
+    useful unless a test sets them (e.g. to a sandbox server's URL and API key)."""
+
+    class Meta:
+        model = "integrations.Installation"
+
+    organization = factory.SubFactory(OrganizationFactory)
+    spec_version = factory.SubFactory(SpecVersionFactory)
+    label = ""
+    status = "active"
+    properties = factory.LazyFunction(lambda: {"Base URL": "http://127.0.0.1:9"})
+    secret_properties = factory.LazyFunction(lambda: {"API Key": "factory-api-key"})
+
+
+class CrmUserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "integrations.CrmUser"
+
+    installation = factory.SubFactory(InstallationFactory)
+    external_id = factory.Sequence(lambda n: f"u-{5000 + n}")
+    name = factory.Sequence(lambda n: f"CRM User {n}")
+    email = factory.Sequence(lambda n: f"crm{n}@crm.example")
+    present = True
+    fetched_at = factory.LazyFunction(lambda: _now())
+
+
+def _now():
+    from django.utils import timezone
+
+    return timezone.now()
+
+
+class UserMappingFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "integrations.UserMapping"
+
+    installation = factory.SubFactory(InstallationFactory)
+    pbx_user = factory.SubFactory(
+        PbxUserFactory, organization=factory.SelfAttribute("..installation.organization")
+    )
+    crm_user = factory.SubFactory(
+        CrmUserFactory, installation=factory.SelfAttribute("..installation")
+    )
+    manual = False
+
+
+class DeliveryLogEntryFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "integrations.DeliveryLogEntry"
+
+    installation = factory.SubFactory(InstallationFactory)
+    organization = factory.LazyAttribute(lambda e: e.installation.organization)
+    method_name = "FindContact"
+    http_method = "GET"
+    url = "http://127.0.0.1:9/contacts/search?phone=%2B14155550100"
+    status_code = 200
+    ok = True
+    duration_ms = 42
+    attempt = 1
+    error = ""
+    request_body = ""
+    response_body = '{"records": []}'
+    produced_ids = factory.LazyFunction(dict)
