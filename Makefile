@@ -25,12 +25,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 run: venv
-	@mkdir -p var
-	@echo "==> migrating the embedded SQLite database (var/patchbay.sqlite3)"
-	@DEBUG=true $(PY) manage.py migrate --no-input -v0
-	@DEBUG=true $(PY) manage.py seed_demo
-	@echo "==> serving the portal on http://127.0.0.1:8000  (Ctrl-C to stop)"
-	@DEBUG=true OUTBOUND_ALLOW_PRIVATE_NETWORKS=true $(PY) manage.py runserver 127.0.0.1:8000
+	@bash scripts/run-demo.sh
 
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { \

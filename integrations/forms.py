@@ -89,3 +89,113 @@ class PropertyForm(forms.Form):
             elif prop is not None and prop.type == "boolean":
                 plain[prop_name] = bool(value)
         return plain, secret
+
+
+# --- Forms of the integrations pages besides the generated one -------------------------------
+
+
+class InstallationSettingsForm(forms.Form):
+    """What every installation has besides its spec's properties: a label and, for CRMs,
+    whether to create unknown callers and which contact an activity goes to."""
+
+    label = forms.CharField(
+        max_length=200,
+        required=False,
+        help_text="A name to tell several installations of one integration apart.",
+    )
+    create_contacts = forms.BooleanField(
+        required=False,
+        label="Create contacts for unknown callers",
+        help_text="When a caller matches no CRM contact, create one.",
+    )
+    match_policy = forms.ChoiceField(
+        label="When several contacts match",
+        choices=[],
+        help_text="Which contact a call activity is logged to.",
+    )
+
+    def __init__(self, *args: Any, spec_class: str = "crm", **kwargs: Any) -> None:
+        from integrations.models import Installation
+
+        super().__init__(*args, **kwargs)
+        self.fields["match_policy"].choices = Installation.MatchPolicy.choices
+        self.fields["match_policy"].initial = Installation.MatchPolicy.RECENT
+        if spec_class != "crm":
+            del self.fields["create_contacts"]
+            del self.fields["match_policy"]
+
+
+class SpecUploadForm(forms.Form):
+    """A custom spec as a file or pasted JSON, for one of the user's accounts."""
+
+    MAX_BYTES = 1_000_000
+
+    account = forms.ModelChoiceField(queryset=None, empty_label=None)
+    file = forms.FileField(required=False, label="Spec file (.json)")
+    text = forms.CharField(
+        required=False,
+        label="…or paste the JSON",
+        widget=forms.Textarea(attrs={"rows": 14, "spellcheck": "false", "class": "code"}),
+    )
+
+    def __init__(self, *args: Any, accounts: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["account"].queryset = accounts
+        self.only_account = accounts.first() if accounts.count() == 1 else None
+        if self.only_account is not None:
+            # One account: nothing to choose.
+            del self.fields["account"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if self.only_account is not None:
+            data["account"] = self.only_account
+        upload = data.get("file")
+        text = (data.get("text") or "").strip()
+        if upload and text:
+            raise forms.ValidationError("Give a file or pasted JSON, not both.")
+        if upload:
+            if upload.size > self.MAX_BYTES:
+                raise forms.ValidationError("The file is larger than 1 MB.")
+            raw = upload.read()
+            try:
+                data["source"] = raw.decode("utf-8-sig")
+            except UnicodeDecodeError:
+                raise forms.ValidationError("The file is not UTF-8 text.") from None
+        elif text:
+            if len(text.encode()) > self.MAX_BYTES:
+                raise forms.ValidationError("The JSON is larger than 1 MB.")
+            data["source"] = text
+        else:
+            raise forms.ValidationError("Choose a spec file or paste its JSON.")
+        return data
+
+
+class ConnectionTestForm(forms.Form):
+    """Which harmless method to run, and the number to look up for FindContact."""
+
+    method_name = forms.ChoiceField(label="Method")
+    phone = forms.CharField(
+        required=False,
+        max_length=40,
+        label="Phone number",
+        help_text="For FindContact: a number as people type it; the organization's region "
+        "decides national formats.",
+    )
+
+    def __init__(self, *args: Any, methods: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["method_name"].choices = [(m, m) for m in methods]
+        if "FindContact" not in methods:
+            del self.fields["phone"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("method_name") == "FindContact" and not (data.get("phone") or "").strip():
+            self.add_error("phone", "Type the phone number to look up.")
+        return data
+
+
+class SpecReviewForm(forms.Form):
+    decision = forms.ChoiceField(choices=[("approve", "Approve"), ("reject", "Reject")])
+    note = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
