@@ -1,6 +1,7 @@
 """Browser flow in headless Chromium: the demo reseller creates an organization, enables the
 Zoho PhoneBridge spec against the sandbox Zoho server, connects it through the sandbox's
-consent page, tests the connection and opens the delivery log. Each page is screenshotted
+consent page, fetches the CRM users and maps one by hand, tests the connection and opens
+the delivery log. Each page is screenshotted
 under var/screenshots/."""
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from typing import Any
 import pytest
 
 from integrations.engine.errors import SpecError
-from integrations.models import Installation
+from integrations.models import CrmUser, Installation, UserMapping
 from integrations.sandbox.pytest_fixtures import zoho_server  # noqa: F401
 from integrations.sandbox.zoho import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from integrations.services import builtin_specs_sync
 from tenants.demo import DEMO_PASSWORD, DEMO_USERNAME, demo_seed
+from tenants.models import PbxUser
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -86,6 +88,29 @@ def test_enable_connect_and_test_zoho(
     assert installation.status == Installation.Status.ACTIVE
     assert zoho_server.integrated is True
 
+    # Fetch the CRM users (a task: eager here) and map a PBX user by hand.
+    bob = PbxUser.objects.create(
+        organization=installation.organization,
+        extension="201",
+        name="Bob Reyes",
+        email="bob.reyes@bayside.example",
+    )
+    page.click("[data-testid=user-mapping-link]")
+    page.click("[data-testid=fetch-crm-users]")
+    row = page.locator(f"tr[data-pbx-user='{bob.pk}']")
+    row.wait_for()
+    assert row.get_attribute("data-status") == "unmatched"
+    screenshot("9-user-mapping-fetched")
+    crm_bob = CrmUser.objects.get(installation=installation, name="Bob Sales")
+    row.locator("select").select_option(str(crm_bob.pk))
+    page.click("[data-testid=save-mapping]")
+    page.wait_for_selector(".alert-success")
+    assert page.locator(f"tr[data-pbx-user='{bob.pk}']").get_attribute("data-status") == "manual"
+    mapping = UserMapping.objects.get(installation=installation, pbx_user=bob)
+    assert mapping.crm_user == crm_bob and mapping.manual
+    screenshot("10-user-mapped")
+    page.goto(f"{live_server.url}/integrations/installations/{installation.pk}/")
+
     page.select_option("select[name=method_name]", "FindContact")
     page.fill("input[name=phone]", "(415) 555-0100")
     page.click("#test-connection [data-testid=run-test]")
@@ -94,11 +119,11 @@ def test_enable_connect_and_test_zoho(
     assert result.get_attribute("data-ok") == "true"
     assert "Jane Doe" in result.inner_text()
     assert DEFAULT_CLIENT_SECRET not in page.content()
-    screenshot("9-test-connection")
+    screenshot("11-test-connection")
 
     page.goto(f"{live_server.url}/integrations/installations/{installation.pk}/")
     page.click("[data-testid=delivery-log-link]")
     page.wait_for_load_state()
     assert page.url.endswith(f"/integrations/installations/{installation.pk}/log/")
     assert "callerdetails" in page.content() or "FindContact" in page.content()
-    screenshot("10-delivery-log")
+    screenshot("12-delivery-log")
