@@ -1,0 +1,591 @@
+"""SMS/MMS messages: sending through an organization's SMS integration, storing inbound
+messages and delivery statuses, logging conversations to the CRM, and forwarding them to the
+organization's outbound callbacks (DESIGN 4.5 `SendMessage`/`SendFile`, 4.6, 7).
+
+Flow of an outbound message::
+
+    message_send() ── Message(queued) ──on_commit──▶ message_send_task ──▶ message_deliver()
+                                                         SendMessage / SendFile through the
+                                                         number's installation → sent (messageid)
+                                                         or failed (actionable error)
+
+Flow of an inbound message (the webhook view in `integrations.webhooks.sms` stores an inbox
+event first; its handler in `integrations.messaging_tasks` calls)::
+
+    message_inbound_store() → Message(received) → message_crm_log() → message_forward()
+
+Delivery statuses (`message_status_apply`) find the message by the provider's `messageid` or
+by our `message_ref` (for providers that return no id of their own, a spec sends
+`$message_ref$` and reads it back from the status event) and only move it forward.
+
+Every function takes model instances obtained through the tenant-scoped selectors (or, for
+webhooks, through the routing of `integrations.webhooks.sms`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
+
+from integrations.connections import installation_connection, installation_spec
+from integrations.engine.errors import IntegrationError, SpecError
+from integrations.models import InboxEvent, Installation, IntegrationSpec, Message
+from tenants.models import Organization, PbxUser, SmsNumber
+from tenants.phones import phone_to_e164
+
+logger = logging.getLogger(__name__)
+
+# Status order: a status event that arrives late (a `sent` after the `delivered`) never moves a
+# message backwards. Final states share the top rank; a later final state wins (a carrier may
+# report `delivered` after an interim `failed`).
+STATUS_RANK: dict[str, int] = {
+    Message.Status.QUEUED: 0,
+    Message.Status.RECEIVED: 0,
+    Message.Status.SENT: 1,
+    Message.Status.DELIVERED: 2,
+    Message.Status.FAILED: 2,
+    Message.Status.UNDELIVERED: 2,
+}
+OUTBOUND_STATUSES = frozenset(
+    {
+        Message.Status.QUEUED,
+        Message.Status.SENT,
+        Message.Status.DELIVERED,
+        Message.Status.FAILED,
+        Message.Status.UNDELIVERED,
+    }
+)
+MAX_CONTENT_CHARS = 10_000
+
+
+class MessageNotSendable(ValidationError):
+    """The message cannot be sent as asked (number not bound, sender not assigned, ...)."""
+
+
+# --- Sending --------------------------------------------------------------------------------
+
+
+def _sms_installation_for(sms_number: SmsNumber) -> Installation:
+    installation = sms_number.installation
+    if installation is None:
+        raise MessageNotSendable(
+            {
+                "sms_number": f"{sms_number.number} is not bound to an SMS integration: bind it "
+                "on the SMS numbers page of the organization's SMS integration."
+            }
+        )
+    if installation.status != Installation.Status.ACTIVE:
+        raise MessageNotSendable(
+            {
+                "sms_number": f"The SMS integration of {sms_number.number} is "
+                f"{installation.get_status_display().lower()}: fix it before sending."
+            }
+        )
+    return installation
+
+
+def message_send(
+    *,
+    organization: Organization,
+    sms_number: SmsNumber,
+    sender: PbxUser | None,
+    to: str,
+    content: str,
+    media_url: str | None = None,
+) -> Message:
+    """Store an outbound message as `queued` and send it when the transaction commits.
+
+    `to` is normalized to E.164 in the organization's default region. `media_url` makes it an
+    MMS (the spec's `SendFile`, with `content` as its text). The send itself runs in
+    `integrations.messaging_tasks.message_send_task`; the message ends `sent` with the
+    provider's `messageid`, or `failed` with an error a person can act on.
+
+    Raises ValidationError (naming the field) when the number is not the organization's, is
+    not bound to an active SMS integration, the sender is not one of the number's users, the
+    number cannot be read, or there is nothing to send.
+    """
+    if sms_number.organization_id != organization.pk:
+        raise MessageNotSendable({"sms_number": "This number belongs to another organization."})
+    installation = _sms_installation_for(sms_number)
+    if sender is not None:
+        if sender.organization_id != organization.pk:
+            raise MessageNotSendable({"sender": "The sender belongs to another organization."})
+        assigned = list(sms_number.users.values_list("pk", flat=True))
+        if assigned and sender.pk not in assigned:
+            raise MessageNotSendable(
+                {"sender": f"{sender} is not one of the users assigned to {sms_number.number}."}
+            )
+    to_number = phone_to_e164(to, region=organization.default_region, field="to")
+    content = content or ""
+    if not content.strip() and not media_url:
+        raise MessageNotSendable({"content": "Write a message or attach a file URL."})
+    if len(content) > MAX_CONTENT_CHARS:
+        raise MessageNotSendable(
+            {"content": f"A message may have at most {MAX_CONTENT_CHARS} characters."}
+        )
+    if media_url:
+        if not media_url.startswith(("https://", "http://")):
+            raise MessageNotSendable({"media_url": "The file must be an http(s) URL."})
+        if not installation_spec(installation).has_method("SendFile"):
+            raise MessageNotSendable(
+                {"media_url": f"{installation} cannot send files: its spec has no SendFile."}
+            )
+    message = Message(
+        organization=organization,
+        installation=installation,
+        sms_number=sms_number,
+        sender=sender,
+        direction=Message.Direction.OUTBOUND,
+        from_number=sms_number.number,
+        to_number=to_number,
+        content=content,
+        media_urls=[media_url] if media_url else [],
+        status=Message.Status.QUEUED,
+    )
+    message.full_clean()
+    with transaction.atomic():
+        message.save()
+        transaction.on_commit(partial(message_send_enqueue, message_id=message.pk))
+    return message
+
+
+def message_send_enqueue(
+    *, message_id: int, attempt: int = 1, countdown: float | None = None
+) -> None:
+    """Enqueue the send task; a broker that is down leaves the message `queued` (logged)."""
+    from integrations.messaging_tasks import message_send_task
+
+    try:
+        message_send_task.apply_async(
+            args=[message_id], kwargs={"attempt": attempt}, countdown=countdown
+        )
+    except (OSError, KombuOperationalError) as exc:
+        # The broker is down: the message stays queued and says why.
+        logger.warning("message %s stored but not enqueued: %s", message_id, exc)
+        Message.objects.filter(pk=message_id, status=Message.Status.QUEUED).update(
+            error=f"Not sent yet: the task queue is unavailable ({type(exc).__name__}).",
+            updated_at=timezone.now(),
+        )
+
+
+@dataclass
+class DeliveryOutcome:
+    """What one send attempt did: the message, and whether the caller should try again."""
+
+    message: Message
+    retry: bool = False
+    retry_after: float | None = None
+
+
+def _send_values(message: Message) -> dict[str, Any]:
+    media_url = message.media_urls[0] if message.media_urls else None
+    values: dict[str, Any] = {
+        "from": message.from_number,
+        "to": message.to_number,
+        "message_ref": message.message_ref,
+        "text": message.content,
+        "status": message.status,
+    }
+    if message.sender is not None:
+        values["extension"] = message.sender.extension
+        values["pbx_user_id"] = message.sender.pk
+        if message.sender.email:
+            values["pbx_user_email"] = message.sender.email
+    if media_url:
+        # The seed's SendFile puts the file's URL in $content$; $url$ says the same.
+        values["content"] = media_url
+        values["url"] = media_url
+    else:
+        values["content"] = message.content
+    return values
+
+
+def message_deliver(*, message_id: int, final_attempt: bool = True) -> DeliveryOutcome | None:
+    """Send the `queued` message `message_id` through its installation (one attempt).
+
+    The row is locked while the provider is called, so two workers never send one message;
+    a message that is no longer `queued` is left alone (returns None). A success stores the
+    captured `messageid` (and a status the provider reported, when it maps to ours) and marks
+    it `sent`. A transient failure (timeout, 5xx, 429) returns ``retry=True`` unless
+    `final_attempt`; a permanent one (or the last attempt) marks it `failed` with the message
+    a person can act on. A spec mistake marks it failed too, naming the problem.
+    """
+    with transaction.atomic():
+        message = (
+            Message.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("installation__spec_version__spec", "installation__organization")
+            .select_related("sender")
+            .filter(pk=message_id, status=Message.Status.QUEUED)
+            .first()
+        )
+        if message is None:
+            return None
+        installation = message.installation
+        if installation is None or installation.status != Installation.Status.ACTIVE:
+            return DeliveryOutcome(
+                _message_fail(message, "The number's SMS integration was removed or disabled.")
+            )
+        method = "SendFile" if message.media_urls else "SendMessage"
+        connection = installation_connection(installation)
+        try:
+            result = connection.client.call(method, _send_values(message))
+        except IntegrationError as exc:
+            connection.log.record_failure(exc.message)
+            if not exc.permanent and not final_attempt:
+                message.error = f"Attempt failed, retrying: {exc.message}"
+                message.save(update_fields=["error", "updated_at"])
+                return DeliveryOutcome(message, retry=True, retry_after=exc.retry_after)
+            return DeliveryOutcome(_message_fail(message, exc.message))
+        except SpecError as exc:
+            return DeliveryOutcome(
+                _message_fail(message, f"The SMS integration's spec is wrong: {exc}")
+            )
+        values = result.first()
+        connection.log.record_result(values)
+        messageid = values.get("messageid")
+        message.messageid = str(messageid)[:200] if messageid not in (None, "") else ""
+        message.status = Message.Status.SENT
+        reported = str(values.get("status") or "")
+        if reported in (
+            Message.Status.DELIVERED,
+            Message.Status.FAILED,
+            Message.Status.UNDELIVERED,
+        ):
+            message.status = reported
+        message.error = ""
+        message.save(update_fields=["messageid", "status", "error", "updated_at"])
+    return DeliveryOutcome(message)
+
+
+def _message_fail(message: Message, error: str) -> Message:
+    message.status = Message.Status.FAILED
+    message.error = error[:4000]
+    message.save(update_fields=["status", "error", "updated_at"])
+    return message
+
+
+# --- Inbound ----------------------------------------------------------------------------------
+
+
+def sms_number_for_inbound(*, account_id: int, to_number: str) -> SmsNumber | None:
+    """The SMS number `to_number` (E.164) of the account, or None."""
+    return (
+        SmsNumber.objects.select_related("organization", "installation__spec_version__spec")
+        .filter(account_id=account_id, number=to_number)
+        .first()
+    )
+
+
+def message_inbound_store(
+    *,
+    sms_number: SmsNumber,
+    from_number: str,
+    content: str,
+    media_urls: list[str] | None = None,
+    messageid: str = "",
+    event: InboxEvent | None = None,
+) -> tuple[Message, bool]:
+    """Store an inbound message to `sms_number` (idempotent per inbox event).
+
+    The message belongs to the number's organization and installation; the users assigned to
+    the number see it in their conversation. With `event`, the message's `message_ref` is
+    derived from the event, so a handler that runs twice stores one message. Returns
+    ``(message, created)``.
+    """
+    reference = f"in-{event.pk}" if event is not None else None
+    if reference is not None:
+        existing = Message.objects.filter(message_ref=reference).first()
+        if existing is not None:
+            return existing, False
+    region = sms_number.organization.default_region
+    try:
+        sender_number = phone_to_e164(from_number, region=region, field="from")
+    except ValidationError:
+        sender_number = (from_number or "")[:32]  # short codes and alphanumeric senders
+    message = Message(
+        organization_id=sms_number.organization_id,
+        installation_id=sms_number.installation_id,
+        sms_number=sms_number,
+        direction=Message.Direction.INBOUND,
+        from_number=sender_number,
+        to_number=sms_number.number,
+        content=content or "",
+        media_urls=[u for u in (media_urls or []) if u],
+        messageid=(messageid or "")[:200],
+        status=Message.Status.RECEIVED,
+    )
+    if reference is not None:
+        message.message_ref = reference
+    message.full_clean()
+    message.save()
+    return message, True
+
+
+# --- Delivery status --------------------------------------------------------------------------
+
+
+def message_for_status(
+    *, spec: IntegrationSpec, account_id: int, messageid: str = "", message_ref: str = ""
+) -> Message | None:
+    """The outbound message a status event of `spec`'s provider is about, within the account:
+    by our `message_ref` first (unique), else by the provider's `messageid`."""
+    candidates = Message.objects.filter(
+        organization__account_id=account_id,
+        direction=Message.Direction.OUTBOUND,
+        installation__spec_version__spec=spec,
+    ).select_related("organization")
+    if message_ref:
+        found = candidates.filter(message_ref=message_ref).first()
+        if found is not None:
+            return found
+    if messageid:
+        return candidates.filter(messageid=messageid).order_by("-created_at").first()
+    return None
+
+
+def message_status_apply(*, message: Message, status: str, error: str = "") -> bool:
+    """Move `message` to `status` (one of ours, already translated by the spec's status_map).
+
+    Returns whether the message changed. A status we do not know, or one that would move the
+    message backwards (`sent` after `delivered`), is ignored.
+    """
+    if status not in OUTBOUND_STATUSES:
+        logger.info("message %s: unknown status %r ignored", message.pk, status)
+        return False
+    with transaction.atomic():
+        current = Message.objects.select_for_update().get(pk=message.pk)
+        if current.status == status:
+            return False
+        if STATUS_RANK.get(status, 0) < STATUS_RANK.get(current.status, 0):
+            return False
+        current.status = status
+        if status in (Message.Status.FAILED, Message.Status.UNDELIVERED):
+            current.error = error or current.error or f"The provider reported {status}."
+        current.save(update_fields=["status", "error", "updated_at"])
+    message.status = current.status
+    message.error = current.error
+    return True
+
+
+# --- CRM logging and callbacks ----------------------------------------------------------------
+
+
+def _crm_installations(organization_id: int) -> QuerySet[Installation]:
+    return Installation.objects.filter(
+        organization_id=organization_id,
+        status=Installation.Status.ACTIVE,
+        spec_version__spec__spec_class=IntegrationSpec.SpecClass.CRM,
+    ).select_related("spec_version__spec", "organization")
+
+
+def message_log_values(message: Message) -> dict[str, Any]:
+    """System values of a message for CreateMessageLog (DESIGN 4.2, SMS)."""
+    external = message.from_number if message.direction == "inbound" else message.to_number
+    values: dict[str, Any] = {
+        "from": message.from_number,
+        "to": message.to_number,
+        "content": message.content,
+        "text": message.content,
+        "messageid": message.messageid or message.message_ref,
+        "message_ref": message.message_ref,
+        "status": message.status,
+        "phone": external,
+        "call_direction": message.direction,
+    }
+    if message.media_urls:
+        values["url"] = message.media_urls[0]
+    if message.sender is not None:
+        values["extension"] = message.sender.extension
+    return values
+
+
+def message_crm_log(*, message: Message) -> list[str]:
+    """Log `message` to every active CRM installation of its organization whose spec has
+    `CreateMessageLog`; returns the activity ids created.
+
+    The contact is looked up first when the spec has `FindContact` (its first record's
+    `contact_id` is passed on). A permanent failure of one CRM is logged in its delivery log
+    and does not stop the others; a transient one is raised (IntegrationError) after the
+    others ran, so the inbox retries the event.
+    """
+    created: list[str] = []
+    transient: IntegrationError | None = None
+    for installation in _crm_installations(message.organization_id):
+        spec = installation_spec(installation)
+        if not spec.has_method("CreateMessageLog"):
+            continue
+        connection = installation_connection(installation)
+        values = message_log_values(message)
+        user_id = _crm_user_for(installation, message)
+        if user_id:
+            values["user_id"] = user_id
+        try:
+            if spec.has_method("FindContact"):
+                found = connection.client.call("FindContact", {"phone": values["phone"]})
+                if found.records:
+                    values.update(
+                        {k: v for k, v in found.records[0].items() if k.startswith("contact_")}
+                    )
+            result = connection.client.call("CreateMessageLog", values)
+        except IntegrationError as exc:
+            connection.log.record_failure(exc.message)
+            if not exc.permanent:
+                transient = exc
+            continue
+        except SpecError as exc:
+            logger.warning("CreateMessageLog of %s: spec problem: %s", installation, exc)
+            continue
+        first = result.first()
+        connection.log.record_result(first)
+        if first.get("activity_id"):
+            created.append(str(first["activity_id"]))
+    if transient is not None:
+        raise transient
+    return created
+
+
+def _crm_user_for(installation: Installation, message: Message) -> str | None:
+    """The CRM user id of the message's PBX user (sender, or the number's first user)."""
+    from integrations.models import UserMapping
+
+    pbx_user_id = message.sender_id
+    if pbx_user_id is None and message.sms_number_id is not None:
+        first = message.sms_number.users.order_by("pk").first() if message.sms_number else None
+        pbx_user_id = first.pk if first else None
+    if pbx_user_id is None:
+        return None
+    mapping = (
+        UserMapping.objects.filter(installation=installation, pbx_user_id=pbx_user_id)
+        .select_related("crm_user")
+        .first()
+    )
+    return mapping.crm_user.external_id if mapping and mapping.crm_user else None
+
+
+def message_callback_payload(message: Message) -> dict[str, Any]:
+    """The `sms` callback body: RingRx's SMS callback fields (from, to, message, timestamp,
+    uuid) plus media URLs and the extensions the number is assigned to."""
+    users = list(message.sms_number.users.order_by("extension")) if message.sms_number else []
+    return {
+        "from": message.from_number,
+        "to": message.to_number,
+        "message": message.content,
+        "timestamp": message.created_at.isoformat(timespec="seconds"),
+        "uuid": message.messageid or message.message_ref,
+        "media_urls": list(message.media_urls or []),
+        "extensions": [u.extension for u in users],
+        "organization_id": message.organization_id,
+    }
+
+
+def message_status_payload(message: Message) -> dict[str, Any]:
+    """The `message_status` callback body."""
+    return {
+        "message_ref": message.message_ref,
+        "messageid": message.messageid,
+        "from": message.from_number,
+        "to": message.to_number,
+        "status": message.status,
+        "error": message.error,
+        "timestamp": timezone.now().isoformat(timespec="seconds"),
+        "organization_id": message.organization_id,
+    }
+
+
+def message_forward(*, message: Message, event: InboxEvent | None = None) -> None:
+    """Forward an inbound message to the organization's `sms` callbacks."""
+    from integrations.callbacks import callbacks_dispatch
+
+    payload = message_callback_payload(message)
+    tokens = {k: payload[k] for k in ("from", "to", "message", "timestamp", "uuid")}
+    callbacks_dispatch(
+        organization=message.organization,
+        callback_type="sms",
+        payload=payload,
+        tokens=tokens,
+        source_event=event,
+    )
+
+
+def message_status_forward(*, message: Message, event: InboxEvent | None = None) -> None:
+    """Forward a status change to the organization's `message_status` callbacks."""
+    from integrations.callbacks import callbacks_dispatch
+
+    payload = message_status_payload(message)
+    tokens = {
+        k: payload[k] for k in ("message_ref", "messageid", "from", "to", "status", "timestamp")
+    }
+    callbacks_dispatch(
+        organization=message.organization,
+        callback_type="message_status",
+        payload=payload,
+        tokens=tokens,
+        source_event=event,
+    )
+
+
+# --- Reads --------------------------------------------------------------------------------
+
+
+def message_list(
+    *,
+    user: object,
+    organization: Organization,
+    sms_number: SmsNumber | None = None,
+    conversation: str | None = None,
+) -> QuerySet[Message]:
+    """Messages of `organization` the user may see, newest first; `conversation` is the
+    external party's number (E.164 or national in the org's region)."""
+    qs = Message.objects.for_user(user).filter(organization=organization)
+    if sms_number is not None:
+        qs = qs.filter(sms_number=sms_number)
+    if conversation:
+        try:
+            number = phone_to_e164(conversation, region=organization.default_region)
+        except ValidationError:
+            number = conversation
+        qs = qs.filter(
+            Q(direction=Message.Direction.INBOUND, from_number=number)
+            | Q(direction=Message.Direction.OUTBOUND, to_number=number)
+        )
+    return qs.select_related("sms_number", "sender").order_by("-created_at", "-pk")
+
+
+@dataclass
+class Conversation:
+    """One thread of an SMS number: the external party and its latest message."""
+
+    external_number: str
+    last: Message
+    count: int
+
+
+def conversation_list(*, user: object, sms_number: SmsNumber) -> list[Conversation]:
+    """Threads of `sms_number` by external number, most recent first."""
+    threads: dict[str, Conversation] = {}
+    messages = (
+        Message.objects.for_user(user)
+        .filter(sms_number=sms_number)
+        .order_by("-created_at", "-pk")
+        .only("from_number", "to_number", "direction", "content", "status", "created_at")[:2000]
+    )
+    for message in messages:
+        external = (
+            message.from_number
+            if message.direction == Message.Direction.INBOUND
+            else message.to_number
+        )
+        thread = threads.get(external)
+        if thread is None:
+            threads[external] = Conversation(external, message, 1)
+        else:
+            thread.count += 1
+    return list(threads.values())
