@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from portal.encryption import EncryptedJSONField
+from portal.encryption import EncryptedJSONField, EncryptedTextField
 from tenants.models import Account, Organization, PbxUser
 
 
@@ -470,3 +470,210 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.direction} {self.from_number} → {self.to_number}"
+
+
+# --- Event pipeline: the inbox of inbound events and outbound callbacks ------------------------
+
+
+def _inbox_file_path(instance: InboxEvent, filename: str) -> str:
+    """Where a voicemail/fax body is kept under MEDIA_ROOT: a random prefix per file, so two
+    events with the same file name never collide and names are not guessable."""
+    from django.utils import timezone
+    from django.utils.text import get_valid_filename
+
+    name = get_valid_filename(filename or "body") or "body"
+    return f"inbox/{timezone.now():%Y/%m/%d}/{secrets.token_hex(8)}-{name[-100:]}"
+
+
+class InboxEventQuerySet(models.QuerySet["InboxEvent"]):
+    def for_user(self, user: object) -> InboxEventQuerySet:
+        return self.filter(organization__in=Organization.objects.for_user(user))
+
+
+class InboxEvent(models.Model):
+    """One accepted inbound event (a PBX webhook, an inbound SMS, a CRM callback), stored
+    before the sender is answered and processed afterwards by `integrations.inbox`.
+
+    The row is the source of truth: the processing task only carries its id, and the sweeper
+    re-enqueues rows left behind by a lost broker message or a killed worker. The raw body is
+    kept with secrets redacted (the Basic password / secret header are never stored).
+    """
+
+    class Source(models.TextChoices):
+        PBX = "pbx", "PBX"
+        SMS = "sms", "SMS provider"
+        CRM = "crm", "CRM"
+
+    class State(models.TextChoices):
+        RECEIVED = "received", "Received (waiting for a worker)"
+        PROCESSING = "processing", "Processing"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+        IGNORED = "ignored", "Ignored"
+
+    source = models.CharField(max_length=10, choices=Source.choices)
+    organization = models.ForeignKey(
+        Organization, null=True, blank=True, on_delete=models.CASCADE, related_name="inbox_events"
+    )
+    installation = models.ForeignKey(
+        Installation, null=True, blank=True, on_delete=models.CASCADE, related_name="inbox_events"
+    )
+    event_type = models.CharField(max_length=50)
+    dedup_key = models.CharField(max_length=255)
+    # The call (or other conversation) the event belongs to, e.g. the call_id; lets handlers
+    # order or group the events of one call.
+    correlation_key = models.CharField(max_length=255, blank=True, db_index=True)
+    body = models.TextField(blank=True, help_text="Raw body as text, secrets redacted.")
+    file = models.FileField(upload_to=_inbox_file_path, blank=True, max_length=300)
+    content_type = models.CharField(max_length=200, blank=True)
+    query = models.JSONField(default=dict, blank=True)
+    headers = models.JSONField(default=dict, blank=True, help_text="Secrets redacted.")
+    payload = models.JSONField(
+        default=dict, blank=True, help_text="The body parsed as received (or the query metadata)."
+    )
+    normalized = models.JSONField(
+        default=dict, blank=True, help_text="Validated fields, phone numbers in E.164."
+    )
+    received_at = models.DateTimeField(db_index=True)
+    state = models.CharField(max_length=12, choices=State.choices, default=State.RECEIVED)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = InboxEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-received_at", "-pk"]
+        verbose_name = "inbox event"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "organization", "dedup_key"], name="inbox_event_dedup"
+            ),
+            # NULLs are distinct in a unique index: events not (yet) tied to an organization
+            # need their own constraint.
+            models.UniqueConstraint(
+                fields=["source", "dedup_key"],
+                condition=Q(organization__isnull=True),
+                name="inbox_event_dedup_without_org",
+            ),
+        ]
+        indexes = [models.Index(fields=["state", "received_at"], name="inbox_event_state_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.source}/{self.event_type} #{self.pk} ({self.state})"
+
+
+class CallbackSubscriptionQuerySet(models.QuerySet["CallbackSubscription"]):
+    def for_user(self, user: object) -> CallbackSubscriptionQuerySet:
+        return self.filter(organization__in=Organization.objects.for_user(user))
+
+
+class CallbackSubscription(models.Model):
+    """An organization's outbound callback (DESIGN 7, modelled on RingRx callbacks): events of
+    `callback_type` are POSTed to `url` after `{token}` replacement."""
+
+    class CallbackType(models.TextChoices):
+        SMS = "sms", "Inbound SMS"
+        VOICEMAIL = "voicemail", "Voicemail"
+        FAX = "fax", "Fax"
+        CDR = "cdr", "Call detail record (every call)"
+        RECORDING = "recording", "Recording (every recorded call)"
+        CALL_ALERT = "call_alert", "Call alert (group offers a call)"
+        OUTREACH = "outreach", "Outreach event"
+        MESSAGE_STATUS = "message_status", "SMS delivery status"
+        CLICKTOCALL = "clicktocall", "Click-to-call / call control"
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="callback_subscriptions"
+    )
+    name = models.CharField(max_length=200, help_text="Shown in the delivery log.")
+    callback_type = models.CharField(max_length=20, choices=CallbackType.choices)
+    url = models.CharField(
+        "URL", max_length=2000, help_text="May contain {tokens}; values are URL-encoded."
+    )
+    auth_username = models.CharField(max_length=200, blank=True)
+    auth_password = EncryptedTextField(blank=True, default="")
+    headers = models.TextField(
+        blank=True, help_text="One Name:value per line; values may contain {tokens}."
+    )
+    signing_secret = EncryptedTextField(blank=True, default="")
+    bindings = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Numbers, mailboxes or groups this callback is bound to; empty = all.",
+    )
+    active = models.BooleanField(default=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    disabled_reason = models.TextField(blank=True)
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = CallbackSubscriptionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["organization", "name", "pk"]
+        verbose_name = "callback subscription"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.callback_type})"
+
+
+class CallbackDeliveryQuerySet(models.QuerySet["CallbackDelivery"]):
+    def for_user(self, user: object) -> CallbackDeliveryQuerySet:
+        return self.filter(subscription__organization__in=Organization.objects.for_user(user))
+
+
+class CallbackDelivery(models.Model):
+    """One event to deliver to one subscription, with its retry state. `webhook_id` is the
+    Standard Webhooks message id: the same on every attempt, so receivers can deduplicate.
+
+    An attempt holds the row lock while it sends, so a worker that dies mid-attempt leaves the
+    row `pending` (its lock released with its connection) for the sweeper or a redelivery."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Failed"
+
+    subscription = models.ForeignKey(
+        CallbackSubscription, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    inbox_event = models.ForeignKey(
+        InboxEvent,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="callback_deliveries",
+    )
+    webhook_id = models.CharField(max_length=64, unique=True)
+    payload = models.JSONField(null=True, blank=True, help_text="JSON body; null = file body.")
+    tokens = models.JSONField(default=dict, blank=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = CallbackDeliveryQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        verbose_name = "callback delivery"
+        verbose_name_plural = "callback deliveries"
+        constraints = [
+            # Fanning an inbox event out twice (a handler re-run) creates no second delivery.
+            models.UniqueConstraint(
+                fields=["subscription", "inbox_event"],
+                condition=Q(inbox_event__isnull=False),
+                name="callback_delivery_once_per_event",
+            ),
+        ]
+        indexes = [models.Index(fields=["state", "next_attempt_at"], name="callback_delivery_due")]
+
+    def __str__(self) -> str:
+        return f"{self.subscription} #{self.pk} ({self.state})"

@@ -9,6 +9,7 @@ import hashlib
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -136,7 +137,87 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# Seconds a task taken by a worker stays invisible to others before the broker hands it out
+# again (Redis). Tasks are acknowledged late, so a task of a killed worker comes back after this.
+CELERY_VISIBILITY_TIMEOUT = env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+# The queue tasks are sent to and workers consume by default.
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery")
+# Task modules outside the autodiscovered `<app>.tasks`.
+CELERY_IMPORTS = ("integrations.pipeline_tasks",)
+# Periodic tasks (run `celery -A portal beat` next to the workers).
+CELERY_BEAT_SCHEDULE = {
+    "delivery-log-prune": {
+        "task": "integrations.delivery_log_prune",
+        "schedule": crontab(hour=3, minute=17),
+    },
+    "inbox-sweep": {
+        "task": "integrations.inbox_sweep",
+        "schedule": 60.0,
+    },
+    "callback-sweep": {
+        "task": "integrations.callback_sweep",
+        "schedule": 60.0,
+    },
+}
+
+# --- Delivery log -------------------------------------------------------------------------
+# Days an outbound request stays in the delivery log; older entries are pruned daily.
+DELIVERY_LOG_RETENTION_DAYS = env.int("DELIVERY_LOG_RETENTION_DAYS", default=30)
+if DELIVERY_LOG_RETENTION_DAYS < 1:
+    raise ImproperlyConfigured("DELIVERY_LOG_RETENTION_DAYS must be 1 or more.")
+
+# --- Event pipeline: inbox, webhooks, outbound callbacks ---------------------------------
+# An inbox event left in "received" or "processing" this long (a lost broker message, a killed
+# worker) is enqueued again by the sweeper (`integrations.inbox_sweep`, every minute).
+INBOX_STUCK_AFTER_SECONDS = env.int("INBOX_STUCK_AFTER_SECONDS", default=300)
+# Attempts at an event whose handler asks to be retried later, before it is marked failed.
+INBOX_MAX_ATTEMPTS = env.int("INBOX_MAX_ATTEMPTS", default=8)
+# Modules whose import registers inbox handlers (`@inbox_handler`); loaded before processing.
+INBOX_HANDLER_MODULES = [
+    "integrations.callbacks",
+    "integrations.messaging_tasks",
+]
+# Largest JSON webhook body, and largest voicemail/fax file body; larger requests get 413.
+WEBHOOK_MAX_BODY_BYTES = env.int("WEBHOOK_MAX_BODY_BYTES", default=1024 * 1024)
+WEBHOOK_MAX_FILE_BYTES = env.int("WEBHOOK_MAX_FILE_BYTES", default=25 * 1024 * 1024)
+# Standard Webhooks signatures older or newer than this many seconds are refused.
+WEBHOOK_SIGNATURE_TOLERANCE_SECONDS = env.int("WEBHOOK_SIGNATURE_TOLERANCE_SECONDS", default=300)
+# Outbound callbacks: attempts per event, exponential backoff with jitter between them
+# (a Retry-After is honoured), and the run of failed attempts that disables a subscription.
+CALLBACK_MAX_ATTEMPTS = env.int("CALLBACK_MAX_ATTEMPTS", default=8)
+CALLBACK_RETRY_BASE_SECONDS = env.float("CALLBACK_RETRY_BASE_SECONDS", default=30.0)
+CALLBACK_RETRY_MAX_SECONDS = env.float("CALLBACK_RETRY_MAX_SECONDS", default=3600.0)
+CALLBACK_MAX_CONSECUTIVE_FAILURES = env.int("CALLBACK_MAX_CONSECUTIVE_FAILURES", default=10)
+CALLBACK_TIMEOUT_SECONDS = env.float("CALLBACK_TIMEOUT_SECONDS", default=OUTBOUND_TIMEOUT_SECONDS)
+for _name in (
+    "INBOX_STUCK_AFTER_SECONDS",
+    "INBOX_MAX_ATTEMPTS",
+    "WEBHOOK_MAX_BODY_BYTES",
+    "WEBHOOK_MAX_FILE_BYTES",
+    "CALLBACK_MAX_ATTEMPTS",
+    "CALLBACK_MAX_CONSECUTIVE_FAILURES",
+):
+    if globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name} must be 1 or more.")
+del _name
+
+# --- SMS messaging and caller lookup ------------------------------------------------------
+# Attempts at sending one SMS when the provider fails transiently (timeout, 5xx, 429), with
+# exponential backoff and jitter between them (seconds; a Retry-After is honoured).
+MESSAGE_SEND_MAX_ATTEMPTS = env.int("MESSAGE_SEND_MAX_ATTEMPTS", default=5)
+MESSAGE_SEND_RETRY_BASE_SECONDS = env.float("MESSAGE_SEND_RETRY_BASE_SECONDS", default=10.0)
+MESSAGE_SEND_RETRY_MAX_SECONDS = env.float("MESSAGE_SEND_RETRY_MAX_SECONDS", default=600.0)
+# Caller lookup: time budget of each CRM's FindContact (seconds; CRMs are asked concurrently,
+# a slower one is reported as an error entry) and how long answers are cached.
+LOOKUP_TIMEOUT_SECONDS = env.float("LOOKUP_TIMEOUT_SECONDS", default=2.0)
+LOOKUP_CACHE_SECONDS = env.int("LOOKUP_CACHE_SECONDS", default=300)
+if MESSAGE_SEND_MAX_ATTEMPTS < 1:
+    raise ImproperlyConfigured("MESSAGE_SEND_MAX_ATTEMPTS must be 1 or more.")
+if LOOKUP_TIMEOUT_SECONDS <= 0:
+    raise ImproperlyConfigured("LOOKUP_TIMEOUT_SECONDS must be more than 0.")
+# Benchmarks only (bench/webhook_ingest.py): serve a bare view at /bench/bare that answers 200.
+BENCH_BARE_VIEW = env.bool("BENCH_BARE_VIEW", default=False)
 
 # --- REST API -----------------------------------------------------------------------------
 REST_FRAMEWORK = {

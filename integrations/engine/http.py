@@ -123,8 +123,10 @@ class MultipartPartLike(Protocol):
 class RequestLike(Protocol):
     """What :meth:`HttpSession.send` needs from a request (the engine's `RenderedRequest`).
 
-    The body is at most one of `json_body`, `form`, `multipart` or an optional `text_body`
-    attribute (sent as UTF-8 with `content_type`, default text/plain).
+    The body is at most one of `json_body`, `form`, `multipart`, an optional `text_body`
+    attribute (sent as UTF-8 with `content_type`, default text/plain) or an optional `body_file`
+    attribute (a local file path streamed as the whole body with `content_type`, default
+    guessed from the name; a voicemail or fax forwarded as RingRx sends it).
     """
 
     http_method: str
@@ -157,6 +159,7 @@ class OutboundRequest:
     form: list[tuple[str, str]] | None = None
     multipart: list[Any] | None = None
     text_body: str | None = None
+    body_file: str | None = None
     timeout: float | None = None
     success_codes: list[int] | None = None
     retry_safe: bool = False
@@ -899,6 +902,15 @@ class HttpSession:
                 str(text_body).encode("utf-8"),
                 request.content_type or "text/plain; charset=utf-8",
                 _excerpt(redact(str(text_body), secrets), _BODY_EXCERPT_CHARS),
+            )
+        body_file = getattr(request, "body_file", None)
+        if body_file is not None:
+            length, produce, _ = self._file_source(str(body_file), upload_responses)
+            name = _filename_of(str(body_file))
+            return (
+                _MultipartStream([(length, produce)]),
+                request.content_type or _guess_type(name),
+                f"<file {name}, {length} bytes>",
             )
         return None, None, None
 
