@@ -42,5 +42,10 @@ class IntegrationsConfig(AppConfig):
         post_migrate.connect(
             load_builtin_specs, sender=self, dispatch_uid="integrations.load_builtin_specs"
         )
-        # Registers the SMS / click-to-call inbox handlers and the message send task.
-        from integrations import messaging_tasks  # noqa: F401
+        # Registers the SMS / click-to-call inbox handlers and the message send task, and the
+        # call-logging inbox handlers (pbx/call, cdr, recording) and its task.
+        from integrations import (  # noqa: F401
+            call_logging,
+            call_logging_tasks,
+            messaging_tasks,
+        )

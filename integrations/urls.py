@@ -5,6 +5,7 @@ tenant-scoped selectors first, so foreign ids are 404."""
 from django.urls import URLPattern, path
 
 from integrations.views import (
+    calls,
     catalog,
     delivery_log,
     installations,
@@ -102,4 +103,18 @@ urlpatterns: list[URLPattern] = [
         name="delivery_log_detail",
     ),
     # --- end mapping --------------------------------------------------------------------------
+    # --- calls and their CRM activities (call logging) --------------------------------------
+    path("orgs/<int:org_id>/calls/", calls.calls, name="calls"),
+    path("orgs/<int:org_id>/calls/review/", calls.calls_review, name="calls_review"),
+    path(
+        "orgs/<int:org_id>/calls/activities/<int:activity_id>/retry/",
+        calls.call_activity_retry_view,
+        name="call_activity_retry",
+    ),
+    path(
+        "orgs/<int:org_id>/calls/activities/<int:activity_id>/resolve/",
+        calls.call_activity_resolve_view,
+        name="call_activity_resolve",
+    ),
+    # --- end calls ----------------------------------------------------------------------------
 ]

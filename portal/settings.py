@@ -177,6 +177,7 @@ INBOX_MAX_ATTEMPTS = env.int("INBOX_MAX_ATTEMPTS", default=8)
 INBOX_HANDLER_MODULES = [
     "integrations.callbacks",
     "integrations.messaging_tasks",
+    "integrations.call_logging",
 ]
 # Largest JSON webhook body, and largest voicemail/fax file body; larger requests get 413.
 WEBHOOK_MAX_BODY_BYTES = env.int("WEBHOOK_MAX_BODY_BYTES", default=1024 * 1024)
@@ -216,6 +217,30 @@ if MESSAGE_SEND_MAX_ATTEMPTS < 1:
     raise ImproperlyConfigured("MESSAGE_SEND_MAX_ATTEMPTS must be 1 or more.")
 if LOOKUP_TIMEOUT_SECONDS <= 0:
     raise ImproperlyConfigured("LOOKUP_TIMEOUT_SECONDS must be more than 0.")
+# --- Call logging ---------------------------------------------------------------------------
+# Retries of a call's CRM logging after a transient failure (timeout, 5xx, 429), with
+# exponential backoff and full jitter between them (seconds; a Retry-After is honoured). After
+# the last one the activity is marked failed, with a Retry button on the Calls page.
+CALL_LOG_MAX_RETRIES = env.int("CALL_LOG_MAX_RETRIES", default=5)
+CALL_LOG_RETRY_BASE_SECONDS = env.float("CALL_LOG_RETRY_BASE_SECONDS", default=10.0)
+CALL_LOG_RETRY_MAX_SECONDS = env.float("CALL_LOG_RETRY_MAX_SECONDS", default=600.0)
+if CALL_LOG_MAX_RETRIES < 0:
+    raise ImproperlyConfigured("CALL_LOG_MAX_RETRIES must be 0 or more.")
+if CALL_LOG_RETRY_BASE_SECONDS <= 0 or CALL_LOG_RETRY_MAX_SECONDS < CALL_LOG_RETRY_BASE_SECONDS:
+    raise ImproperlyConfigured(
+        "CALL_LOG_RETRY_BASE_SECONDS must be more than 0 and at most CALL_LOG_RETRY_MAX_SECONDS."
+    )
+
+# --- Email (optional) --------------------------------------------------------------------
+# Set EMAIL_HOST to email admins when an integration needs reconnecting; unset = portal
+# notices only.
+EMAIL_HOST = env.str("EMAIL_HOST", default="")
+EMAIL_PORT = env.int("EMAIL_PORT", default=587)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=True)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="patchbay@localhost")
+
 # Benchmarks only (bench/webhook_ingest.py): serve a bare view at /bench/bare that answers 200.
 BENCH_BARE_VIEW = env.bool("BENCH_BARE_VIEW", default=False)
 
