@@ -18,7 +18,7 @@ from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 
 from integrations.engine.auth import TokenSet
 from integrations.engine.client import SpecClient
@@ -76,9 +76,22 @@ class InstallationRefreshLock:
 
     @contextmanager
     def __call__(self) -> Iterator[None]:
-        with transaction.atomic():
+        atomic = transaction.atomic()
+        atomic.__enter__()
+        try:
             Installation.objects.select_for_update().filter(pk=self.installation_id).exists()
             yield
+        except BaseException as exc:
+            # A refused refresh raises here. Commit anyway unless the database itself failed:
+            # the tokens were not changed, and the delivery log must keep the refused attempt
+            # so a person can see why the integration needs reconnecting.
+            if isinstance(exc, DatabaseError) or transaction.get_connection().needs_rollback:
+                atomic.__exit__(type(exc), exc, exc.__traceback__)
+            else:
+                atomic.__exit__(None, None, None)
+            raise
+        else:
+            atomic.__exit__(None, None, None)
 
 
 class DeliveryLogger:

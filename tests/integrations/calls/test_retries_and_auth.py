@@ -178,6 +178,10 @@ def test_a_refused_refresh_marks_the_installation_needs_reconnect_and_stops_retr
     activity = CallActivity.objects.get()
     assert activity.state == "failed"
     assert "reconnect the integration" in activity.last_error
+    # The refused refresh itself is in the delivery log, for the admin to read.
+    refused = DeliveryLogEntry.objects.filter(installation=installation, status_code=400)
+    assert refused.count() == 1
+    assert "invalid_grant" in refused.get().response_body
     notice = Notice.objects.get(organization=org)
     assert notice.installation == installation
     assert notice.level == "error"
