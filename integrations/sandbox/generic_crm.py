@@ -58,7 +58,13 @@ from integrations.sandbox.base import (
     redirect_response,
     route,
 )
-from integrations.sandbox.oauth import OAuthAuthority, OAuthError, add_query, consent_page
+from integrations.sandbox.oauth import (
+    OAuthAuthority,
+    OAuthError,
+    add_query,
+    consent_decision,
+    consent_page,
+)
 from integrations.sandbox.queries import QuerySyntaxError, odata_parse_filter, soql_parse
 
 DEFAULT_CLIENT_ID = "sandbox-crm-client"
@@ -541,25 +547,7 @@ class GenericCrmSandbox(SandboxServer):
     @route("POST", "/oauth/authorize")
     def oauth_decide(self, request: SandboxRequest) -> SandboxResponse:
         """The consent form: Accept redirects with a code, Deny with ``access_denied``."""
-        args = request.args()
-        try:
-            self.oauth.check_client(args.get("client_id"))
-            redirect_uri = self.oauth.check_redirect_uri(args.get("redirect_uri"))
-        except OAuthError as error:
-            return html_response(f"<p id='error'>{error.error}</p>", 400)
-        if args.get("decision") != "accept":
-            params = {"error": "access_denied"}
-            if args.get("state"):
-                params["state"] = args["state"]
-            return redirect_response(add_query(redirect_uri, params))
-        return self._approve(
-            {
-                "client_id": args["client_id"],
-                "redirect_uri": redirect_uri,
-                "state": args.get("state", ""),
-                "scope": args.get("scope", ""),
-            }
-        )
+        return consent_decision(self.oauth, request.args(), self._approve)
 
     def _client_credentials(self, request: SandboxRequest) -> tuple[str | None, str | None]:
         header = request.header("Authorization") or ""

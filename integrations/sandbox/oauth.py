@@ -15,6 +15,8 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from integrations.sandbox.base import SandboxResponse, html_response, redirect_response
+
 
 class OAuthError(Exception):
     """A refused OAuth request: ``error`` is the RFC 6749 code, ``description`` says why."""
@@ -255,3 +257,30 @@ def add_query(url: str, params: dict[str, str]) -> str:
     query = urllib.parse.parse_qsl(split.query, keep_blank_values=True)
     query.extend(params.items())
     return urllib.parse.urlunsplit(split._replace(query=urllib.parse.urlencode(query)))
+
+
+def consent_decision(
+    authority: OAuthAuthority,
+    args: dict[str, str],
+    approve: Callable[[dict[str, str]], SandboxResponse],
+) -> SandboxResponse:
+    """Answer the consent form: Accept → `approve(fields)` (a redirect carrying a code),
+    Deny → a redirect with ``error=access_denied``; an unknown client or redirect URI → 400."""
+    try:
+        authority.check_client(args.get("client_id"))
+        redirect_uri = authority.check_redirect_uri(args.get("redirect_uri"))
+    except OAuthError as error:
+        return html_response(f"<p id='error'>{error.error}</p>", 400)
+    if args.get("decision") != "accept":
+        params = {"error": "access_denied"}
+        if args.get("state"):
+            params["state"] = args["state"]
+        return redirect_response(add_query(redirect_uri, params))
+    return approve(
+        {
+            "client_id": args["client_id"],
+            "redirect_uri": redirect_uri,
+            "state": args.get("state", ""),
+            "scope": args.get("scope", ""),
+        }
+    )

@@ -45,7 +45,13 @@ from integrations.sandbox.base import (
     require_loopback_url,
     route,
 )
-from integrations.sandbox.oauth import OAuthAuthority, OAuthError, add_query, consent_page
+from integrations.sandbox.oauth import (
+    OAuthAuthority,
+    OAuthError,
+    add_query,
+    consent_decision,
+    consent_page,
+)
 
 PHONEBRIDGE = "/crm/v2/phonebridge"
 
@@ -368,25 +374,7 @@ class ZohoPhoneBridgeSandbox(SandboxServer):
     @route("POST", "/oauth/v2/auth/approve")
     def oauth_approve(self, request: SandboxRequest) -> SandboxResponse:
         """The consent form's target: redirect with a code (Accept) or an error (Deny)."""
-        args = request.args()
-        try:
-            self.oauth.check_client(args.get("client_id"))
-            redirect_uri = self.oauth.check_redirect_uri(args.get("redirect_uri"))
-        except OAuthError as error:
-            return html_response(f"<p id='error'>{error.error}</p>", 400)
-        if args.get("decision") != "accept":
-            params = {"error": "access_denied"}
-            if args.get("state"):
-                params["state"] = args["state"]
-            return redirect_response(add_query(redirect_uri, params))
-        return self._approve(
-            {
-                "client_id": args["client_id"],
-                "redirect_uri": redirect_uri,
-                "state": args.get("state", ""),
-                "scope": args.get("scope", ""),
-            }
-        )
+        return consent_decision(self.oauth, request.args(), self._approve)
 
     @route("POST", "/oauth/v2/token")
     def oauth_token(self, request: SandboxRequest) -> SandboxResponse:
