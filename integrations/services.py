@@ -77,9 +77,9 @@ def _spec_version_store(
     latest = entry.versions.order_by("-number").first()
     if latest is not None and latest.sha256 == digest:
         return None
-    entry.name, entry.spec_class, entry.logo = spec.name, spec.spec_class, spec.logo or ""
-    entry.full_clean()
-    entry.save()
+    if approved or latest is None:
+        # The catalog shows what staff approved: a submitted version doesn't rename it.
+        _spec_entry_describe(entry=entry, document=document)
     version = SpecVersion(
         spec=entry,
         number=(latest.number + 1) if latest else 1,
@@ -92,6 +92,14 @@ def _spec_version_store(
     version.full_clean()
     version.save()
     return version
+
+
+def _spec_entry_describe(*, entry: IntegrationSpec, document: dict[str, Any]) -> None:
+    entry.name = str(document.get("name") or entry.spec_id)
+    entry.spec_class = str(document.get("class") or entry.spec_class)
+    entry.logo = str(document.get("logo") or "")
+    entry.full_clean()
+    entry.save()
 
 
 def spec_upload(*, user: Any, account: Account, source: str | bytes | dict) -> SpecVersion:
@@ -121,6 +129,8 @@ def spec_version_review(
     version.reviewed_at = timezone.now()
     version.review_note = note
     version.save(update_fields=["status", "reviewed_by", "reviewed_at", "review_note"])
+    if approve:
+        _spec_entry_describe(entry=version.spec, document=version.document)
     return version
 
 

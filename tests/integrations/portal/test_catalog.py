@@ -266,3 +266,25 @@ def test_migrate_loads_the_builtin_specs() -> None:
     load_builtin_specs(sender=apps.get_app_config("integrations"), using="default")
 
     assert IntegrationSpec.objects.filter(account__isnull=True, spec_id="example-crm").exists()
+
+
+def test_a_submitted_version_does_not_rename_the_spec_until_approved(db, tenant_a, admin_user):
+    from integrations.models import IntegrationSpec
+    from integrations.services import spec_upload, spec_version_review
+
+    document = {
+        "id": "acme-crm",
+        "name": "Acme CRM",
+        "class": "crm",
+        "resource_url": "https://crm.acme.example/api",
+        "API": {"FindContact": {"request_method": "GET", "request_path": "/contacts"}},
+    }
+    first = spec_upload(user=tenant_a.reseller, account=tenant_a.account, source=document)
+    spec_version_review(reviewer=admin_user, version=first, approve=True)
+    renamed = spec_upload(
+        user=tenant_a.reseller, account=tenant_a.account, source={**document, "name": "Acme CRM 2"}
+    )
+
+    assert IntegrationSpec.objects.get(pk=first.spec_id).name == "Acme CRM"
+    spec_version_review(reviewer=admin_user, version=renamed, approve=True)
+    assert IntegrationSpec.objects.get(pk=first.spec_id).name == "Acme CRM 2"
