@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q, QuerySet
@@ -174,6 +176,28 @@ def message_send_enqueue(
             error=f"Not sent yet: the task queue is unavailable ({type(exc).__name__}).",
             updated_at=timezone.now(),
         )
+
+
+def message_sweep(*, stuck_after_seconds: float | None = None, limit: int = 500) -> list[int]:
+    """Enqueue again the outbound messages still `queued` after `stuck_after_seconds`
+    (default INBOX_STUCK_AFTER_SECONDS): their task was never enqueued (the broker was down)
+    or was lost with a killed worker. Sending twice is prevented by `message_deliver`'s row
+    lock and status check. Returns the ids enqueued, oldest first."""
+    if stuck_after_seconds is None:
+        stuck_after_seconds = settings.INBOX_STUCK_AFTER_SECONDS
+    cutoff = timezone.now() - timedelta(seconds=stuck_after_seconds)
+    ids = list(
+        Message.objects.filter(
+            direction=Message.Direction.OUTBOUND,
+            status=Message.Status.QUEUED,
+            updated_at__lt=cutoff,
+        )
+        .order_by("updated_at", "pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+    for message_id in ids:
+        message_send_enqueue(message_id=message_id)
+    return ids
 
 
 @dataclass

@@ -70,6 +70,12 @@ def message_send_task(message_id: int, attempt: int = 1) -> dict[str, Any]:
     return {"message_id": message_id, "state": message.status, "attempt": attempt}
 
 
+@shared_task(name="integrations.message_sweep", ignore_result=True)
+def message_sweep_task() -> int:
+    """Re-enqueue outbound messages left `queued` (beat: every minute)."""
+    return len(messaging.message_sweep())
+
+
 # --- Inbox handlers: SMS provider -------------------------------------------------------------
 
 

@@ -159,6 +159,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "integrations.callback_sweep",
         "schedule": 60.0,
     },
+    "message-sweep": {
+        "task": "integrations.message_sweep",
+        "schedule": 60.0,
+    },
 }
 
 # --- Delivery log -------------------------------------------------------------------------

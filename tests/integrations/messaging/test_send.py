@@ -359,3 +359,41 @@ def test_api_send_errors_name_the_field(sms_setup: dict[str, Any], tenant_a: Any
     )
     assert response.status_code == 400
     assert "to" in response.json()["errors"]
+
+
+def test_a_message_whose_task_was_lost_is_sent_by_the_sweeper_once(
+    django_capture_on_commit_callbacks: Any, sms_setup: dict[str, Any], sms_server: Any
+) -> None:
+    import io
+    from datetime import timedelta
+
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    # The broker lost the task: stored as queued, never enqueued (on_commit not run).
+    with django_capture_on_commit_callbacks(execute=False):
+        message = messaging.message_send(
+            organization=sms_setup["org"],
+            sms_number=sms_setup["number"],
+            sender=None,
+            to="(415) 555-0100",
+            content="Sent by the sweeper",
+        )
+    Message.objects.filter(pk=message.pk).update(updated_at=timezone.now() - timedelta(minutes=10))
+    fresh = messaging.message_send(
+        organization=sms_setup["org"],
+        sms_number=sms_setup["number"],
+        sender=None,
+        to="(415) 555-0101",
+        content="Just queued",
+    )
+
+    out = io.StringIO()
+    call_command("sweep", stuck_after=300, stdout=out)
+    call_command("sweep", stuck_after=300, stdout=out)
+
+    message.refresh_from_db()
+    assert message.status == Message.Status.SENT, message.error
+    assert [m["content"] for m in sms_server.sent_messages] == ["Sent by the sweeper"]
+    assert Message.objects.get(pk=fresh.pk).status == Message.Status.QUEUED
+    assert "1 message(s)" in out.getvalue()

@@ -1,0 +1,47 @@
+"""``python manage.py sweep [--every SECONDS]``: recover work a lost broker message or a killed
+worker left behind — inbox events, callback deliveries and outbound messages.
+
+In production `celery beat` runs the same sweeps every minute. Without a broker (the embedded
+default) there is no beat: `make run` runs this command with `--every 30` beside the portal.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from integrations.callbacks import callback_sweep
+from integrations.inbox import inbox_sweep
+from integrations.messaging import message_sweep
+
+
+class Command(BaseCommand):
+    help = "Re-enqueue stuck inbox events, callback deliveries and queued messages."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--every", type=float, default=0, help="repeat every SECONDS until interrupted"
+        )
+        parser.add_argument(
+            "--stuck-after",
+            type=float,
+            default=None,
+            help="seconds before a row counts as stuck (default: INBOX_STUCK_AFTER_SECONDS)",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        while True:
+            stuck_after = options["stuck_after"]
+            events = inbox_sweep(stuck_after_seconds=stuck_after)
+            deliveries = callback_sweep(stuck_after_seconds=stuck_after)
+            messages = message_sweep(stuck_after_seconds=stuck_after)
+            if events or deliveries or messages or not options["every"]:
+                self.stdout.write(
+                    f"Re-enqueued {len(events)} inbox event(s), {len(deliveries)} callback "
+                    f"delivery(ies), {len(messages)} message(s)."
+                )
+            if not options["every"]:
+                return
+            time.sleep(options["every"])
