@@ -8,6 +8,7 @@ from integrations.views import (
     calls,
     catalog,
     delivery_log,
+    inbox_events,
     installations,
     oauth,
     sms_numbers,
@@ -117,4 +118,12 @@ urlpatterns: list[URLPattern] = [
         name="call_activity_resolve",
     ),
     # --- end calls ----------------------------------------------------------------------------
+    # --- inbox events (accepted webhooks) and their replay -----------------------------------
+    path("orgs/<int:org_id>/events/", inbox_events.inbox_events, name="inbox_events"),
+    path(
+        "orgs/<int:org_id>/events/<int:event_pk>/replay/",
+        inbox_events.inbox_event_replay_view,
+        name="inbox_event_replay",
+    ),
+    # --- end inbox events ---------------------------------------------------------------------
 ]

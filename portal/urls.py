@@ -21,6 +21,7 @@ urlpatterns = [
     path("api/v1/", include("integrations.callback_api_urls")),
     path("api/v1/", include("integrations.messaging_api_urls")),
     path("api/v1/", include("integrations.call_api_urls")),
+    path("api/v1/", include("integrations.inbox_api_urls")),
     # Inbound SMS/MMS and delivery statuses from providers (DESIGN 4.6): the Ringotel URL form.
     re_path(
         r"^services/(?P<service_id>[^/]+)/a(?P<account_id>[0-9]+)/?$",

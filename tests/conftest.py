@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Iterator
 
 import pytest
 
@@ -34,25 +35,37 @@ def _is_loopback(address: object) -> bool:
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
+# Attempts seen during the current test: the code under test may swallow the exception (an
+# HTTP client turning it into its own error), so the fixture also fails the test afterwards.
+_attempts: list[str] = []
+
+
+def _refuse(self: socket.socket, address: object) -> None:
+    if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address):
+        _attempts.append(repr(address))
+        raise NonLoopbackConnectAttempt(f"test tried to connect to non-loopback {address!r}")
 
 
 def _guarded_connect(self: socket.socket, address: object) -> None:
-    if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address):
-        raise NonLoopbackConnectAttempt(f"test tried to connect to non-loopback {address!r}")
+    _refuse(self, address)
     return _real_connect(self, address)
 
 
 def _guarded_connect_ex(self: socket.socket, address: object) -> int:
-    if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address):
-        raise NonLoopbackConnectAttempt(f"test tried to connect to non-loopback {address!r}")
+    _refuse(self, address)
     return _real_connect_ex(self, address)
 
 
 @pytest.fixture(autouse=True)
-def loopback_only_network(monkeypatch: pytest.MonkeyPatch) -> None:
+def loopback_only_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Fail any test that opens a connection to a non-loopback address."""
+    _attempts.clear()
     monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
     monkeypatch.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
+    yield
+    if _attempts:
+        attempts, _attempts[:] = list(_attempts), []
+        pytest.fail(f"the test tried to connect outside loopback: {', '.join(attempts)}")
 
 
 def _free_port() -> int:
