@@ -180,3 +180,18 @@ def test_the_sibling_org_admin_cannot_see_the_calls(client: Any, tenant_a: Any, 
     client.force_login(sibling_admin)
     assert client.get(f"/orgs/{tenant_a.org.pk}/calls/").status_code == 404
     assert client.get(f"/api/v1/organizations/{tenant_a.org.pk}/calls/").status_code == 404
+
+
+def test_the_calls_page_shows_a_call_whose_event_had_no_numbers(client, db):
+    from integrations.models import Call
+    from tests.factories import OrganizationFactory, ResellerMembershipFactory
+
+    org = OrganizationFactory()
+    reseller = ResellerMembershipFactory(account=org.account)
+    Call.objects.create(organization=org, call_id="c-bare", status="ringing", data={})
+    client.force_login(reseller.user)
+
+    response = client.get(f"/orgs/{org.pk}/calls/")
+
+    assert response.status_code == 200
+    assert "unknown number" in response.content.decode()
