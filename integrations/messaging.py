@@ -379,7 +379,8 @@ def message_status_apply(*, message: Message, status: str, error: str = "") -> b
     """Move `message` to `status` (one of ours, already translated by the spec's status_map).
 
     Returns whether the message changed. A status we do not know, or one that would move the
-    message backwards (`sent` after `delivered`), is ignored.
+    message backwards (`sent` after `delivered`), is ignored. A change is sent on to the CRM
+    logs of the message (`message_crm_log_update`).
     """
     if status not in OUTBOUND_STATUSES:
         logger.info("message %s: unknown status %r ignored", message.pk, status)
@@ -396,6 +397,9 @@ def message_status_apply(*, message: Message, status: str, error: str = "") -> b
         current.save(update_fields=["status", "error", "updated_at"])
     message.status = current.status
     message.error = current.error
+    message.crm_logs = current.crm_logs
+    if message.crm_logs:
+        message_crm_log_update(message=message)
     return True
 
 
@@ -439,10 +443,17 @@ def message_crm_log(*, message: Message) -> list[str]:
     `contact_id` is passed on). A permanent failure of one CRM is logged in its delivery log
     and does not stop the others; a transient one is raised (IntegrationError) after the
     others ran, so the inbox retries the event.
+
+    Each success is remembered at once in `Message.crm_logs` (installation id → activity
+    id), so a retry logs the message only to the CRMs still missing it, and a crash between
+    two CRMs neither loses nor duplicates a log.
     """
     created: list[str] = []
     transient: IntegrationError | None = None
+    logged = _message_crm_logs(message)
     for installation in _crm_installations(message.organization_id):
+        if str(installation.pk) in logged:
+            continue
         spec = installation_spec(installation)
         if not spec.has_method("CreateMessageLog"):
             continue
@@ -468,12 +479,80 @@ def message_crm_log(*, message: Message) -> list[str]:
             logger.warning("CreateMessageLog of %s: spec problem: %s", installation, exc)
             continue
         first = result.first()
+        activity_id = first.get("activity_id")
+        activity_id = "" if activity_id in (None, "") else str(activity_id)
+        # Remembered even without an id (the CRM answered none): it is logged there.
+        logged = _message_crm_log_store(message, installation.pk, activity_id)
         connection.log.record_result(first)
-        if first.get("activity_id"):
-            created.append(str(first["activity_id"]))
+        if activity_id:
+            created.append(activity_id)
     if transient is not None:
         raise transient
     return created
+
+
+def _message_crm_logs(message: Message) -> dict[str, str]:
+    """The message's CRM logs as stored now (another worker may have added some)."""
+    stored = Message.objects.filter(pk=message.pk).values_list("crm_logs", flat=True).first()
+    message.crm_logs = dict(stored or {})
+    return message.crm_logs
+
+
+def _message_crm_log_store(
+    message: Message, installation_id: int, activity_id: str
+) -> dict[str, str]:
+    """Add one CRM log to the message row (locked, merged with what is stored)."""
+    with transaction.atomic():
+        current = Message.objects.select_for_update().only("pk", "crm_logs").get(pk=message.pk)
+        logs = dict(current.crm_logs or {})
+        logs[str(installation_id)] = activity_id
+        Message.objects.filter(pk=message.pk).update(crm_logs=logs)
+    message.crm_logs = logs
+    return logs
+
+
+def message_crm_log_update(*, message: Message) -> list[str]:
+    """Send the message's current values (status, content, ...) to every CRM it is logged to
+    whose spec has `UpdateMessageLog`, with the `activity_id` CreateMessageLog returned;
+    returns the activity ids updated.
+
+    Called when the delivery status changes. A CRM that is no longer active, has no
+    UpdateMessageLog or answered no activity id is left alone. Failures are recorded in that
+    installation's delivery log and do not stop the others or undo the status change (the
+    next status change sends the values again).
+    """
+    logged = {k: v for k, v in _message_crm_logs(message).items() if v}
+    if not logged:
+        return []
+    updated: list[str] = []
+    installations = _crm_installations(message.organization_id).filter(
+        pk__in=[int(k) for k in logged if k.isdigit()]
+    )
+    for installation in installations:
+        spec = installation_spec(installation)
+        if not spec.has_method("UpdateMessageLog"):
+            continue
+        activity_id = logged[str(installation.pk)]
+        connection = installation_connection(installation)
+        values = message_log_values(message)
+        values["activity_id"] = activity_id
+        user_id = _crm_user_for(installation, message)
+        if user_id:
+            values["user_id"] = user_id
+        try:
+            result = connection.client.call("UpdateMessageLog", values)
+        except IntegrationError as exc:
+            connection.log.record_failure(exc.message)
+            logger.warning(
+                "UpdateMessageLog of message %s in %s failed: %s", message.pk, installation, exc
+            )
+            continue
+        except SpecError as exc:
+            logger.warning("UpdateMessageLog of %s: spec problem: %s", installation, exc)
+            continue
+        connection.log.record_result(result.first())
+        updated.append(activity_id)
+    return updated
 
 
 def _crm_user_for(installation: Installation, message: Message) -> str | None:

@@ -24,8 +24,10 @@ from typing import Any
 
 from celery import shared_task
 from django.conf import settings
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from integrations import messaging
+from integrations.engine.errors import IntegrationError
 from integrations.inbox import inbox_handler
 from integrations.models import InboxEvent, Message
 from tenants.models import SmsNumber
@@ -67,7 +69,29 @@ def message_send_task(message_id: int, attempt: int = 1) -> dict[str, Any]:
             messaging.message_status_forward(message=message)
         except Exception:  # a callback problem must not undo a send
             logger.exception("message %s: status callback dispatch failed", message_id)
+    if message.status in (Message.Status.SENT, Message.Status.DELIVERED):
+        try:
+            message_crm_log_task.delay(message_id)
+        except (OSError, KombuOperationalError) as exc:
+            logger.warning("message %s sent but not logged to the CRM: %s", message_id, exc)
     return {"message_id": message_id, "state": message.status, "attempt": attempt}
+
+
+@shared_task(name="integrations.message_crm_log", bind=True, ignore_result=True)
+def message_crm_log_task(self: Any, message_id: int) -> list[str]:
+    """Log the sent message `message_id` to the organization's CRMs (those whose spec has
+    CreateMessageLog). Transient failures retry with backoff; each CRM gets one log."""
+    message = Message.objects.filter(pk=message_id).first()
+    if message is None:
+        return []
+    try:
+        return messaging.message_crm_log(message=message)
+    except IntegrationError as exc:
+        attempt = self.request.retries + 1
+        if exc.permanent or _eager() or attempt >= int(settings.MESSAGE_SEND_MAX_ATTEMPTS):
+            logger.warning("message %s: CRM message log failed: %s", message_id, exc.message)
+            return []
+        raise self.retry(countdown=message_send_backoff(attempt, exc.retry_after), exc=exc) from exc
 
 
 @shared_task(name="integrations.message_sweep", ignore_result=True)

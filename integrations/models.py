@@ -460,6 +460,10 @@ class Message(models.Model):
     message_ref = models.CharField(max_length=40, unique=True, default=_new_message_ref)
     status = models.CharField(max_length=12, choices=Status.choices)
     error = models.TextField(blank=True)
+    # The CRM activity created for this message per CRM installation ({"<installation id>":
+    # "<activity id>"}): a retried log skips the CRMs already done, and UpdateMessageLog
+    # knows which activity to update.
+    crm_logs = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
