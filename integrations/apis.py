@@ -55,7 +55,7 @@ from integrations.user_mapping import (
     user_mapping_rows,
     user_mapping_set,
 )
-from portal.api.pagination import PagePagination
+from portal.api.pagination import PagePagination, paginated_response
 from tenants import selectors as tenant_selectors
 from tenants.apis import (
     AUTH_ERRORS,
@@ -65,7 +65,6 @@ from tenants.apis import (
     SMS_NUMBER_ID,
     WRITE_ERRORS,
     ErrorOutputSerializer,
-    _paginated_response,
 )
 from tenants.models import PbxUser, SmsNumber
 
@@ -322,7 +321,7 @@ class CatalogApi(APIView):
     def get(self, request: Request, org_id: int) -> Response:
         organization = tenant_selectors.organization_get(user=request.user, pk=org_id)
         entries = selectors.catalog_for_organization(user=request.user, organization=organization)
-        return _paginated_response(
+        return paginated_response(
             request=request,
             view=self,
             queryset=entries,
@@ -340,7 +339,7 @@ class SpecListApi(APIView):
         responses={200: SpecOutputSerializer(many=True), **AUTH_ERRORS},
     )
     def get(self, request: Request) -> Response:
-        return _paginated_response(
+        return paginated_response(
             request=request,
             view=self,
             queryset=selectors.spec_list(user=request.user),
@@ -542,7 +541,7 @@ class InstallationListCreateApi(APIView):
     )
     def get(self, request: Request, org_id: int) -> Response:
         organization = tenant_selectors.organization_get(user=request.user, pk=org_id)
-        return _paginated_response(
+        return paginated_response(
             request=request,
             view=self,
             queryset=selectors.installation_list(user=request.user, organization=organization),
@@ -820,7 +819,7 @@ class UserMappingListApi(APIView):
     )
     def get(self, request: Request, installation_id: int) -> Response:
         installation = selectors.installation_get(user=request.user, pk=installation_id)
-        return _paginated_response(
+        return paginated_response(
             request=request,
             view=self,
             queryset=user_mapping_rows(installation=installation),
@@ -899,7 +898,7 @@ class CrmUserListApi(APIView):
     )
     def get(self, request: Request, installation_id: int) -> Response:
         installation = selectors.installation_get(user=request.user, pk=installation_id)
-        return _paginated_response(
+        return paginated_response(
             request=request,
             view=self,
             queryset=crm_user_list(installation=installation),
@@ -990,7 +989,7 @@ class SmsNumberListApi(APIView):
     )
     def get(self, request: Request, installation_id: int) -> Response:
         installation = selectors.installation_get(user=request.user, pk=installation_id)
-        return _paginated_response(
+        return paginated_response(
             request=request,
             view=self,
             queryset=sms_number_list_bound(installation=installation),
@@ -1106,7 +1105,7 @@ class DeliveryLogListApi(APIView):
         entries = delivery_log_list(
             user=request.user, installation=installation, status=status_filter
         )
-        return _paginated_response(
+        return paginated_response(
             request=request,
             view=self,
             queryset=entries,

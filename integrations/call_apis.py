@@ -32,9 +32,9 @@ from integrations.call_logging import (
     call_list,
 )
 from integrations.models import Call, CallActivity
-from portal.api.pagination import PagePagination
+from portal.api.pagination import PagePagination, paginated_response, query_choice
 from tenants import selectors as tenant_selectors
-from tenants.apis import ORGANIZATION_ID, READ_ERRORS, WRITE_ERRORS, _paginated_response
+from tenants.apis import ORGANIZATION_ID, READ_ERRORS, WRITE_ERRORS
 
 CALL_PK = OpenApiParameter(
     "call_pk", OpenApiTypes.INT, OpenApiParameter.PATH, description="Call id (ours)."
@@ -114,7 +114,7 @@ class CallListApi(APIView):
     def get(self, request: Request, org_id: int) -> Response:
         organization = tenant_selectors.organization_get(user=request.user, pk=org_id)
         calls = call_list(user=request.user, organization=organization)
-        return _paginated_response(
+        return paginated_response(
             request=request, view=self, queryset=calls, serializer_class=CallOutputSerializer
         )
 
@@ -154,13 +154,9 @@ class CallActivityListApi(APIView):
     )
     def get(self, request: Request, org_id: int) -> Response:
         organization = tenant_selectors.organization_get(user=request.user, pk=org_id)
-        state = request.query_params.get("state") or None
-        if state is not None and state not in CallActivity.State.values:
-            raise serializers.ValidationError(
-                {"state": [f"One of {', '.join(CallActivity.State.values)}."]}
-            )
+        state = query_choice(request, "state", list(CallActivity.State.values))
         activities = call_activity_list(user=request.user, organization=organization, state=state)
-        return _paginated_response(
+        return paginated_response(
             request=request,
             view=self,
             queryset=activities,

@@ -24,7 +24,7 @@ from rest_framework.views import APIView
 import portal.api.oauth  # noqa: F401  (registers the OAuth2 OpenAPI security scheme)
 from integrations import callbacks
 from integrations.models import CallbackDelivery, CallbackSubscription
-from portal.api.pagination import PagePagination
+from portal.api.pagination import PagePagination, paginated_response
 from tenants import selectors as tenant_selectors
 from tenants.apis import READ_ERRORS, WRITE_ERRORS
 
@@ -157,13 +157,14 @@ class CallbackListCreateApi(APIView):
     )
     def get(self, request: Request, org_id: int) -> Response:
         organization = tenant_selectors.organization_get(user=request.user, pk=org_id)
-        paginator = PagePagination()
-        page = paginator.paginate_queryset(
-            callbacks.callback_subscription_list(user=request.user, organization=organization),
-            request,
+        return paginated_response(
+            request=request,
             view=self,
+            queryset=callbacks.callback_subscription_list(
+                user=request.user, organization=organization
+            ),
+            serializer_class=CallbackOutputSerializer,
         )
-        return paginator.get_paginated_response(CallbackOutputSerializer(page, many=True).data)
 
     @extend_schema(
         tags=TAGS,
@@ -298,12 +299,9 @@ class CallbackDeliveryListApi(APIView):
     )
     def get(self, request: Request, org_id: int, callback_id: int) -> Response:
         subscription = _subscription(request, org_id, callback_id)
-        paginator = PagePagination()
-        page = paginator.paginate_queryset(
-            callbacks.callback_delivery_list(user=request.user, subscription=subscription),
-            request,
+        return paginated_response(
+            request=request,
             view=self,
-        )
-        return paginator.get_paginated_response(
-            CallbackDeliveryOutputSerializer(page, many=True).data
+            queryset=callbacks.callback_delivery_list(user=request.user, subscription=subscription),
+            serializer_class=CallbackDeliveryOutputSerializer,
         )

@@ -25,9 +25,9 @@ from integrations.inbox_selectors import (
     inbox_event_replayable,
 )
 from integrations.models import InboxEvent
-from portal.api.pagination import PagePagination
+from portal.api.pagination import PagePagination, paginated_response, query_choice
 from tenants import selectors as tenant_selectors
-from tenants.apis import ORGANIZATION_ID, READ_ERRORS, WRITE_ERRORS, _paginated_response
+from tenants.apis import ORGANIZATION_ID, READ_ERRORS, WRITE_ERRORS
 
 EVENT_PK = OpenApiParameter(
     "event_pk", OpenApiTypes.INT, OpenApiParameter.PATH, description="Inbox event id."
@@ -72,13 +72,9 @@ class InboxEventListApi(APIView):
     )
     def get(self, request: Request, org_id: int) -> Response:
         organization = tenant_selectors.organization_get(user=request.user, pk=org_id)
-        state = request.query_params.get("state") or None
-        if state is not None and state not in InboxEvent.State.values:
-            raise serializers.ValidationError(
-                {"state": [f"One of {', '.join(InboxEvent.State.values)}."]}
-            )
+        state = query_choice(request, "state", list(InboxEvent.State.values))
         events = inbox_event_list(user=request.user, organization=organization, state=state)
-        return _paginated_response(
+        return paginated_response(
             request=request,
             view=self,
             queryset=events,

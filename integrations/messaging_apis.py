@@ -28,9 +28,9 @@ from rest_framework.views import APIView
 from integrations.lookup import caller_lookup
 from integrations.messaging import message_list, message_send
 from integrations.models import Message
-from portal.api.pagination import PagePagination
+from portal.api.pagination import PagePagination, paginated_response
 from tenants import selectors as tenant_selectors
-from tenants.apis import ORGANIZATION_ID, READ_ERRORS, WRITE_ERRORS, _paginated_response
+from tenants.apis import ORGANIZATION_ID, READ_ERRORS, WRITE_ERRORS
 
 MESSAGE_ID = OpenApiParameter(
     "message_id", OpenApiTypes.INT, OpenApiParameter.PATH, description="Message id."
@@ -149,7 +149,7 @@ class MessageListCreateApi(APIView):
             sms_number=sms_number,
             conversation=request.query_params.get("conversation") or None,
         )
-        return _paginated_response(
+        return paginated_response(
             request=request, view=self, queryset=messages, serializer_class=MessageOutputSerializer
         )
 

@@ -23,7 +23,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 import portal.api.oauth  # noqa: F401  (registers the OAuth2 OpenAPI security scheme)
-from portal.api.pagination import PagePagination
+from portal.api.pagination import PagePagination, paginated_response
 from tenants import selectors, services
 from tenants.models import Account, Organization, PbxUser, SmsNumber
 
@@ -55,14 +55,6 @@ WRITE_ERRORS = ERROR_RESPONSES
 SEARCH_PARAMETER = OpenApiParameter(
     "search", OpenApiTypes.STR, OpenApiParameter.QUERY, description="Case-insensitive filter."
 )
-
-
-def _paginated_response(
-    *, request: Request, view: APIView, queryset: Any, serializer_class: type
-) -> Response:
-    paginator = PagePagination()
-    page = paginator.paginate_queryset(queryset, request, view=view)
-    return paginator.get_paginated_response(serializer_class(page, many=True).data)
 
 
 # --- Organizations -------------------------------------------------------------------------
@@ -134,7 +126,7 @@ class OrganizationListCreateApi(APIView):
         organizations = selectors.organization_list(
             user=request.user, search=request.query_params.get("search", "").strip()
         )
-        return _paginated_response(
+        return paginated_response(
             request=request,
             view=self,
             queryset=organizations,
@@ -271,7 +263,7 @@ class PbxUserListCreateApi(APIView):
             organization=organization,
             search=request.query_params.get("search", "").strip(),
         )
-        return _paginated_response(
+        return paginated_response(
             request=request, view=self, queryset=pbx_users, serializer_class=PbxUserOutputSerializer
         )
 
@@ -405,7 +397,7 @@ class SmsNumberListCreateApi(APIView):
     def get(self, request: Request, org_id: int) -> Response:
         organization = selectors.organization_get(user=request.user, pk=org_id)
         sms_numbers = selectors.sms_number_list(user=request.user, organization=organization)
-        return _paginated_response(
+        return paginated_response(
             request=request,
             view=self,
             queryset=sms_numbers,
