@@ -11,6 +11,8 @@ recording fetched to be uploaded) goes through :class:`HttpSession`, which:
 * never follows redirects: a 3xx is an error naming the new location (unless the caller lists it
   in ``success_codes``), because a redirect could point at an internal address or forward our
   credentials to another host;
+* treats an error answer the request lists in ``accept_errors`` (a status, optionally with a text
+  the body must contain) as a success that maps nothing: no error, no retry;
 * caps the response size, reading it as a stream and stopping past the cap;
 * retries connection errors, timeouts and 5xx with exponential backoff and full jitter for
   idempotent methods (and POST/PATCH only when the request says it is ``retry_safe``), honours
@@ -126,7 +128,9 @@ class RequestLike(Protocol):
     The body is at most one of `json_body`, `form`, `multipart`, an optional `text_body`
     attribute (sent as UTF-8 with `content_type`, default text/plain) or an optional `body_file`
     attribute (a local file path streamed as the whole body with `content_type`, default
-    guessed from the name; a voicemail or fax forwarded as RingRx sends it).
+    guessed from the name; a voicemail or fax forwarded as RingRx sends it). An optional
+    `accept_errors` attribute lists error answers that count as success (see
+    :class:`OutboundRequest`); it is read with getattr, so a request without it still works.
     """
 
     http_method: str
@@ -148,6 +152,9 @@ class OutboundRequest:
     """A plain request, for callers that are not spec methods (token endpoints, file fetches).
 
     It has the same attributes as the engine's `RenderedRequest`, so either can be sent.
+    `accept_errors` holds items ``{"status": 403, "body_contains": "PBX_ALREADY_ENABLED"}``
+    (`body_contains` optional): a response with that status (whose body contains that text)
+    is a success that maps nothing, neither an error nor retried.
     """
 
     http_method: str
@@ -164,6 +171,7 @@ class OutboundRequest:
     success_codes: list[int] | None = None
     retry_safe: bool = False
     redact: set[str] = field(default_factory=set)
+    accept_errors: list[Mapping[str, Any]] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------
@@ -188,7 +196,11 @@ class AttemptRecord:
 
 @dataclass
 class HttpResponse:
-    """A successful response, read whole (within the size cap)."""
+    """A successful response, read whole (within the size cap).
+
+    `accepted_error` is True when the status is an error the request listed in
+    `accept_errors`: the call succeeded, but the body is an error answer and maps nothing.
+    """
 
     status: int
     headers: CaseInsensitiveDict[str]
@@ -196,6 +208,7 @@ class HttpResponse:
     elapsed: float
     attempts: int
     url: str = ""
+    accepted_error: bool = False
 
     @property
     def text(self) -> str:
@@ -527,7 +540,8 @@ class HttpSession:
         `method_name` is the spec method ("FindContact") used in messages and the delivery log.
         `auth` is applied to every attempt (so a token refreshed between attempts is used).
 
-        Success is a 2xx status, or one of `request.success_codes` when given.
+        Success is a 2xx status, or one of `request.success_codes` when given, or an error
+        answer matching an item of `request.accept_errors` (then `accepted_error` is True).
 
         Raises:
             IntegrationError: the call failed. `status` is the HTTP status if one was received;
@@ -716,6 +730,9 @@ class HttpSession:
         status = response.status
         success = request.success_codes
         if (status in success) if success else (200 <= status < 300):
+            return
+        if _is_accepted_error(response, getattr(request, "accept_errors", None)):
+            response.accepted_error = True
             return
         secrets = request.redact or set()
         body = _body_excerpt(response.content, secrets, _ERROR_EXCERPT_CHARS)
@@ -1059,6 +1076,19 @@ class HttpSession:
 # ---------------------------------------------------------------------------
 # Small helpers
 # ---------------------------------------------------------------------------
+
+
+def _is_accepted_error(
+    response: HttpResponse, accept_errors: Iterable[Mapping[str, Any]] | None
+) -> bool:
+    """Whether `response` matches one `{"status", "body_contains"?}` item of `accept_errors`."""
+    for item in accept_errors or ():
+        if item.get("status") != response.status:
+            continue
+        needle = item.get("body_contains")
+        if needle is None or str(needle) in response.text:
+            return True
+    return False
 
 
 def _part_attr(part: Any, name: str) -> Any:

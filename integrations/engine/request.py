@@ -81,7 +81,9 @@ class RenderedRequest:
     `content_type` is None when there is no body; for multipart the HTTP layer adds the
     boundary. `success_codes` None means any 2xx. `retry_safe` says a POST/PATCH may be
     retried (set by the spec); GET, PUT and DELETE are always retry-safe. `redact` holds the
-    secret values (and their URL-encoded forms) to mask in logs and messages.
+    secret values (and their URL-encoded forms) to mask in logs and messages. `accept_errors`
+    (the method's items `{"status": 403, "body_contains": "..."}`) lists error answers that
+    count as a success mapping nothing.
     """
 
     http_method: str
@@ -97,6 +99,7 @@ class RenderedRequest:
     success_codes: list[int] | None = None
     retry_safe: bool = False
     redact: set[str] = field(default_factory=set)
+    accept_errors: list[dict[str, Any]] = field(default_factory=list)
 
     def redacted(self, text: str) -> str:
         """`text` with every secret value replaced by `[redacted]` (longest first)."""
@@ -287,6 +290,7 @@ def build_request(
         success_codes=list(method["success_codes"]) if method.get("success_codes") else None,
         retry_safe=bool(method.get("retry_safe", http_method in ("GET", "PUT", "DELETE"))),
         redact=redact,
+        accept_errors=[dict(item) for item in method.get("accept_errors") or []],
     )
 
     parameters_pointer = pointer + "/request_parameters"

@@ -20,6 +20,11 @@ Types (`type`):
   (`sha256=` for GitHub, `v1,` for Standard Webhooks). The header may hold several signatures
   separated by spaces (key rotation); any one matching is enough. A secret written
   `whsec_<base64>` (Standard Webhooks) is the base64-decoded key.
+  With `"header_format": "stripe"` (hmac-sha256 only), `header` holds Stripe's combined
+  `t=<unix time>,v1=<hex>,v1=<hex>,v0=<hex>`: the HMAC is over `"{t}.{body}"`, keyed with the
+  secret as written (Stripe's `whsec_...` is not decoded), any one `v1` matching is enough
+  (other schemes such as `v0` are ignored) and `t` must be within `tolerance`.
+  https://docs.stripe.com/webhooks#verify-manually
 * `ed25519` — an Ed25519 signature of the `payload`; `secret` is the provider's public key
   (32 bytes, hex or base64). Verified with `cryptography`.
 * `basic` — HTTP Basic credentials equal to `username` and `password`.
@@ -67,6 +72,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_TOLERANCE",
+    "HEADER_FORMATS",
     "SIGNATURE_TYPES",
     "SignatureInvalid",
     "default_encoding",
@@ -75,6 +81,9 @@ __all__ = [
 ]
 
 SIGNATURE_TYPES: Final = ("hmac-sha1", "hmac-sha256", "ed25519", "basic", "header")
+#: How the signature header is laid out: `plain` (signatures, space-separated, each after
+#: `prefix`) or `stripe` (`t=...,v1=...`; hmac-sha256 only).
+HEADER_FORMATS: Final = ("plain", "stripe")
 DEFAULT_TOLERANCE: Final = 300
 _HASHES: Final = {"hmac-sha1": hashlib.sha1, "hmac-sha256": hashlib.sha256}
 _STANDARD_WEBHOOKS_SECRET_PREFIX: Final = "whsec_"
@@ -137,6 +146,9 @@ def verify_signature(
         return
     if kind == "header":
         _verify_header(signature, headers, values, var_char)
+        return
+    if signature.get("header_format", "plain") == "stripe":
+        _verify_stripe(signature, request, headers, values, now, var_char)
         return
     if kind not in _HASHES and kind != "ed25519":
         raise SignatureInvalid(f"unknown signature type {kind!r}")
@@ -297,6 +309,15 @@ def _checked_timestamp(
         moment = float(stamp)
     except ValueError:
         raise SignatureInvalid(f"{header} header is not a Unix timestamp") from None
+    _check_age(moment, header, signature, now)
+    return stamp
+
+
+def _check_age(moment: float, what: str, signature: Mapping[str, Any], now: float | None) -> None:
+    """Raise SignatureInvalid unless `moment` (Unix time) is within the tolerance of now.
+
+    `what` names the timestamp in the message.
+    """
     if moment > 100_000_000_000:
         moment /= 1000  # milliseconds
     tolerance = signature.get("tolerance", DEFAULT_TOLERANCE)
@@ -305,9 +326,8 @@ def _checked_timestamp(
     if abs(age) > float(tolerance):
         when = "old" if age > 0 else "in the future"
         raise SignatureInvalid(
-            f"{header} is {abs(int(age))} s {when}; more than the {tolerance} s allowed"
+            f"{what} is {abs(int(age))} s {when}; more than the {tolerance} s allowed"
         )
-    return stamp
 
 
 def _form_params(request: InboundRequest) -> dict[str, set[str]]:
@@ -349,6 +369,56 @@ def _url_variants(url: str) -> list[str]:
         return variants
     variants.append(urlunsplit(parts._replace(netloc=netloc)))
     return variants
+
+
+# --------------------------------------------------------------------------------------------
+# Stripe's combined header
+
+
+def _verify_stripe(
+    signature: Mapping[str, Any],
+    request: InboundRequest,
+    headers: Mapping[str, str],
+    values: Mapping[str, Any],
+    now: float | None,
+    var_char: str,
+) -> None:
+    """`t=<time>,v1=<hex>[,v1=<hex>...]`: an HMAC-SHA256 of `"{t}.{body}"` in hex."""
+    if signature.get("type") != "hmac-sha256":
+        raise SignatureInvalid("the stripe header_format needs an hmac-sha256 signature")
+    header_name = str(signature.get("header") or "")
+    provided = headers.get(header_name.lower(), "").strip()
+    if not provided:
+        raise SignatureInvalid(f"missing {header_name} header (the request is not signed)")
+    stamp = ""
+    candidates: list[bytes] = []
+    for item in provided.split(",")[: 4 * _MAX_CANDIDATES]:
+        key, separator, value = item.strip().partition("=")
+        if not separator:
+            continue
+        if key == "t" and not stamp:
+            stamp = value.strip()
+        elif key == "v1" and len(candidates) < _MAX_CANDIDATES:
+            decoded = _decode(value.strip(), "hex")
+            if decoded is not None:
+                candidates.append(decoded)
+    if not stamp:
+        raise SignatureInvalid(f"{header_name} header has no timestamp (t=)")
+    if not candidates:
+        raise SignatureInvalid(f"{header_name} header has no v1 signature")
+    try:
+        moment = float(stamp)
+    except ValueError:
+        raise SignatureInvalid(f"{header_name} timestamp (t=) is not a Unix timestamp") from None
+    _check_age(moment, f"{header_name} timestamp (t=)", signature, now)
+    # Stripe keys the HMAC with the signing secret as written, `whsec_` included.
+    key_bytes = _secret(signature, "secret", values, var_char).encode("utf-8")
+    expected = hmac.new(key_bytes, stamp.encode("utf-8") + b"." + request.body, hashlib.sha256)
+    matched = False
+    for candidate in candidates:
+        matched |= hmac.compare_digest(expected.digest(), candidate)
+    if not matched:
+        raise SignatureInvalid(f"{header_name} signature does not match")
 
 
 # --------------------------------------------------------------------------------------------

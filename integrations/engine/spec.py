@@ -708,8 +708,29 @@ class _Checker:
         for key in ("filter", "when"):
             if key in method:
                 self.expression(pointer + json_pointer(key), method[key])
+        self.accept_errors(pointer + "/accept_errors", method)
         if step_index == 0 and method.get("mode") == "fallback":
             self.add(pointer + "/mode", "the first step cannot be a fallback")
+
+    def accept_errors(self, pointer: str, method: dict[str, Any]) -> None:
+        """`accept_errors` items: not a success already, not listed twice (shape: the schema)."""
+        items = method.get("accept_errors")
+        if not isinstance(items, list):
+            return
+        success = method.get("success_codes")
+        seen: dict[tuple[Any, Any], int] = {}
+        for index, item in enumerate(items):
+            if not isinstance(item, dict):
+                continue
+            child = pointer + json_pointer(index)
+            status = item.get("status")
+            if isinstance(success, list) and status in success:
+                self.add(child + "/status", f"status {status} is already in success_codes")
+            key = (status, item.get("body_contains"))
+            if key in seen:
+                self.add(child, f"the same error answer as item {seen[key]}")
+            else:
+                seen[key] = index
 
     # top level ---------------------------------------------------------------------------
 
@@ -877,6 +898,26 @@ class _Checker:
             for key in ("payload", "encoding", "timestamp_header", "id_header", "tolerance"):
                 if key in signature:
                     self.add(pointer + json_pointer(key), f"a {kind} signature has no {key}")
+        if signature.get("header_format") == "stripe":
+            if kind != "hmac-sha256":
+                self.add(
+                    pointer + "/header_format",
+                    f"the stripe header_format is for hmac-sha256 signatures, not {kind}",
+                )
+            else:
+                # The header itself carries the timestamp and the v1 signatures.
+                for key in ("payload", "encoding", "timestamp_header", "id_header", "separator"):
+                    if key in signature:
+                        self.add(
+                            pointer + json_pointer(key),
+                            f"a stripe header_format signature has no {key} "
+                            '(it signs "{t}.{body}" in hex)',
+                        )
+                if "prefix" in signature:
+                    self.add(
+                        pointer + "/prefix",
+                        "a stripe header_format signature has no prefix (signatures are v1=...)",
+                    )
         for key in ("secret", "username", "password"):
             self.template(pointer + json_pointer(key), signature.get(key))
 

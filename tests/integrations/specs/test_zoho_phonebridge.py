@@ -245,6 +245,34 @@ def test_zoho_click_to_call_reaches_the_registered_url_with_the_token(
     assert recorder_server.last("/api/v1/hooks/crm/inst-key/hold") is not None
 
 
+def test_installing_twice_accepts_pbx_already_enabled(
+    zoho_server: ZohoPhoneBridgeSandbox,
+) -> None:
+    client = zoho_client(zoho_server)
+    client.install()
+
+    result = client.install()  # Zoho answers the second /integrate 403 PBX_ALREADY_ENABLED
+
+    assert result.values == {}
+    assert zoho_server.integrated is True
+    assert zoho_server.call_control is not None
+    integrate = [r for r in zoho_server.requests if r.path == PHONEBRIDGE + "/integrate"]
+    assert len(integrate) == 2  # answered 403, not retried
+    assert [r.path for r in zoho_server.requests][-1] == PHONEBRIDGE + "/clicktocallandcallcontrol"
+
+
+def test_install_still_fails_on_another_403(zoho_server: ZohoPhoneBridgeSandbox) -> None:
+    zoho_server.license_allows_pbx = False  # every PhoneBridge call: 403 NO_PERMISSION
+
+    with pytest.raises(IntegrationError) as caught:
+        zoho_client(zoho_server).install()
+
+    assert caught.value.status == 403
+    assert caught.value.permanent is True
+    assert "NO_PERMISSION" in caught.value.message
+    assert [r.path for r in zoho_server.requests] == [PHONEBRIDGE + "/integrate"]
+
+
 def test_uninstall_removes_call_control_and_the_integration(
     integrated: ZohoPhoneBridgeSandbox,
 ) -> None:
