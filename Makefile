@@ -37,8 +37,9 @@ services:
 	@bash scripts/ensure-services.sh
 
 lint: venv
-	@echo "==> ruff check"
+	@echo "==> ruff check and ruff format --check"
 	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/ruff format --check . > /dev/null || { $(VENV)/bin/ruff format --check .; echo "error: run '$(VENV)/bin/ruff format .'"; exit 1; }
 
 test: venv chromium services lint
 	@echo "==> pytest against PostgreSQL ($(TEST_DATABASE_URL)) and Redis"
