@@ -16,7 +16,7 @@ from django.db import models
 from django.db.models import Q
 
 from portal.encryption import EncryptedJSONField, EncryptedTextField
-from tenants.models import Account, Organization, PbxUser
+from tenants.models import Account, Organization, OrganizationScopedQuerySet, PbxUser
 
 
 def _new_installation_key() -> str:
@@ -26,9 +26,9 @@ def _new_installation_key() -> str:
 class SpecQuerySet(models.QuerySet["IntegrationSpec"]):
     def for_user(self, user: object) -> SpecQuerySet:
         """Built-in specs and the custom specs of accounts `user` belongs to."""
-        accounts = Account.objects.filter(
-            Q(memberships__user=user) if getattr(user, "is_authenticated", False) else Q(pk=None)
-        )
+        if not getattr(user, "is_authenticated", False) or not getattr(user, "is_active", False):
+            return self.filter(account__isnull=True)
+        accounts = Account.objects.filter(memberships__user=user)
         return self.filter(Q(account__isnull=True) | Q(account__in=accounts)).distinct()
 
 
@@ -113,11 +113,6 @@ class SpecVersion(models.Model):
         return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 
-class InstallationQuerySet(models.QuerySet["Installation"]):
-    def for_user(self, user: object) -> InstallationQuerySet:
-        return self.filter(organization__in=Organization.objects.for_user(user))
-
-
 class Installation(models.Model):
     """A spec enabled for an organization, with its property values and credentials."""
 
@@ -163,7 +158,7 @@ class Installation(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    objects = InstallationQuerySet.as_manager()
+    objects = OrganizationScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["organization", "created_at"]
@@ -265,11 +260,6 @@ class UserFetch(models.Model):
         return f"Users fetch {self.pk} ({self.state})"
 
 
-class DeliveryLogQuerySet(models.QuerySet["DeliveryLogEntry"]):
-    def for_user(self, user: object) -> DeliveryLogQuerySet:
-        return self.filter(organization__in=Organization.objects.for_user(user))
-
-
 class DeliveryLogEntry(models.Model):
     """One attempt of one outbound request (CRM, SMS provider or callback)."""
 
@@ -292,7 +282,7 @@ class DeliveryLogEntry(models.Model):
     produced_ids = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
-    objects = DeliveryLogQuerySet.as_manager()
+    objects = OrganizationScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-pk"]
@@ -302,11 +292,6 @@ class DeliveryLogEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.method_name} {self.status_code or self.error[:40]}"
-
-
-class NoticeQuerySet(models.QuerySet["Notice"]):
-    def for_user(self, user: object) -> NoticeQuerySet:
-        return self.filter(organization__in=Organization.objects.for_user(user))
 
 
 class Notice(models.Model):
@@ -329,18 +314,13 @@ class Notice(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
 
-    objects = NoticeQuerySet.as_manager()
+    objects = OrganizationScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return self.message[:80]
-
-
-class CallQuerySet(models.QuerySet["Call"]):
-    def for_user(self, user: object) -> CallQuerySet:
-        return self.filter(organization__in=Organization.objects.for_user(user))
 
 
 class Call(models.Model):
@@ -358,7 +338,7 @@ class Call(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    objects = CallQuerySet.as_manager()
+    objects = OrganizationScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]
@@ -408,11 +388,6 @@ class CallActivity(models.Model):
 
     def __str__(self) -> str:
         return f"call {self.call_id} → {self.activity_id or self.state}"
-
-
-class MessageQuerySet(models.QuerySet["Message"]):
-    def for_user(self, user: object) -> MessageQuerySet:
-        return self.filter(organization__in=Organization.objects.for_user(user))
 
 
 def _new_message_ref() -> str:
@@ -467,7 +442,7 @@ class Message(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    objects = MessageQuerySet.as_manager()
+    objects = OrganizationScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-pk"]
@@ -487,11 +462,6 @@ def _inbox_file_path(instance: InboxEvent, filename: str) -> str:
 
     name = get_valid_filename(filename or "body") or "body"
     return f"inbox/{timezone.now():%Y/%m/%d}/{secrets.token_hex(8)}-{name[-100:]}"
-
-
-class InboxEventQuerySet(models.QuerySet["InboxEvent"]):
-    def for_user(self, user: object) -> InboxEventQuerySet:
-        return self.filter(organization__in=Organization.objects.for_user(user))
 
 
 class InboxEvent(models.Model):
@@ -546,7 +516,7 @@ class InboxEvent(models.Model):
     claimed_at = models.DateTimeField(null=True, blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
 
-    objects = InboxEventQuerySet.as_manager()
+    objects = OrganizationScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-received_at", "-pk"]
@@ -567,11 +537,6 @@ class InboxEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source}/{self.event_type} #{self.pk} ({self.state})"
-
-
-class CallbackSubscriptionQuerySet(models.QuerySet["CallbackSubscription"]):
-    def for_user(self, user: object) -> CallbackSubscriptionQuerySet:
-        return self.filter(organization__in=Organization.objects.for_user(user))
 
 
 class CallbackSubscription(models.Model):
@@ -615,7 +580,7 @@ class CallbackSubscription(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    objects = CallbackSubscriptionQuerySet.as_manager()
+    objects = OrganizationScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["organization", "name", "pk"]
@@ -625,9 +590,8 @@ class CallbackSubscription(models.Model):
         return f"{self.name} ({self.callback_type})"
 
 
-class CallbackDeliveryQuerySet(models.QuerySet["CallbackDelivery"]):
-    def for_user(self, user: object) -> CallbackDeliveryQuerySet:
-        return self.filter(subscription__organization__in=Organization.objects.for_user(user))
+class CallbackDeliveryQuerySet(OrganizationScopedQuerySet):
+    organization_path = "subscription__organization"
 
 
 class CallbackDelivery(models.Model):

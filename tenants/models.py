@@ -104,9 +104,17 @@ class Organization(models.Model):
         super().validate_constraints(exclude=exclude)
 
 
-class PbxUserQuerySet(models.QuerySet["PbxUser"]):
-    def for_user(self, user: object) -> PbxUserQuerySet:
-        return self.filter(organization__in=Organization.objects.for_user(user))
+class OrganizationScopedQuerySet(models.QuerySet):
+    """Rows that belong to an organization. `for_user` keeps those of the organizations `user`
+    may see — the one place tenant scoping is decided, for every such model.
+
+    `organization_path` is the lookup from the row to its organization.
+    """
+
+    organization_path = "organization"
+
+    def for_user(self, user: object) -> OrganizationScopedQuerySet:
+        return self.filter(**{f"{self.organization_path}__in": Organization.objects.for_user(user)})
 
 
 class PbxUser(models.Model):
@@ -121,7 +129,7 @@ class PbxUser(models.Model):
     mobile = models.CharField(max_length=20, blank=True, help_text="E.164")
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = PbxUserQuerySet.as_manager()
+    objects = OrganizationScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["organization", "extension"]
@@ -160,11 +168,6 @@ class PbxUser(models.Model):
         super().validate_constraints(exclude=exclude)
 
 
-class SmsNumberQuerySet(models.QuerySet["SmsNumber"]):
-    def for_user(self, user: object) -> SmsNumberQuerySet:
-        return self.filter(organization__in=Organization.objects.for_user(user))
-
-
 class SmsNumber(models.Model):
     """An E.164 number of an organization that sends and receives SMS/MMS."""
 
@@ -185,7 +188,7 @@ class SmsNumber(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = SmsNumberQuerySet.as_manager()
+    objects = OrganizationScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["organization", "number"]
