@@ -67,6 +67,7 @@ from integrations.models import (
     InboxEvent,
     Notice,
 )
+from integrations.ringrx_formats import ringrx_callback_sample, ringrx_tokens
 from integrations.webhooks.base import standard_webhooks_key
 from integrations.webhooks.pbx import phone_normalize
 from tenants.models import Organization
@@ -267,11 +268,7 @@ def _header_wire_value(value: str) -> str | bytes:
 def callback_event_tokens(event: InboxEvent) -> dict[str, Any]:
     """The token values of a PBX inbox event: the fields of the body as received (for voicemail
     and fax, the query metadata), as RingRx's token tables name them."""
-    tokens: dict[str, Any] = dict(event.payload or {})
-    if event.event_type == "call_alert" and tokens.get("caller_name") is None:
-        # The documented sample body spells it "caller_nname"; its token is {caller_name}.
-        tokens["caller_name"] = tokens.get("caller_nname")
-    return tokens
+    return ringrx_tokens(event.event_type, event.payload or {})
 
 
 # --- Bindings ---------------------------------------------------------------------------------
@@ -483,7 +480,7 @@ def callback_subscription_test(*, subscription: CallbackSubscription) -> Callbac
             subscription=subscription,
             webhook_id=_new_webhook_id(),
             payload=payload,
-            tokens=_jsonable(sample),
+            tokens=_jsonable(ringrx_tokens(subscription.callback_type, sample)),
         )
         transaction.on_commit(partial(callback_delivery_enqueue, delivery_id=delivery.pk))
     return delivery
@@ -502,102 +499,30 @@ def _notices_resolve(subscription: CallbackSubscription) -> None:
         ).update(resolved_at=timezone.now())
 
 
+# Our own event types (not RingRx's): what their callbacks carry.
+_OWN_SAMPLES: dict[str, dict[str, Any]] = {
+    "message_status": {
+        "messageid": "SM-sample-1",
+        "message_ref": "sample-ref",
+        "status": "delivered",
+        "from": "+18185559876",
+        "to": "+14155550100",
+    },
+    "clicktocall": {
+        "action": "clicktocall",
+        "extension": "1001",
+        "phone": "+14155550100",
+        "from": "1001",
+        "to": "+14155550100",
+    },
+}
+
+
 def callback_sample(callback_type: str) -> dict[str, Any]:
-    """A sample event of `callback_type`, in the RingRx format where RingRx defines one."""
-    now = timezone.now().strftime("%Y-%m-%dT%H:%M:%S+00:00")
-    cdr = {
-        "id": 5512345,
-        "domain_name": "customer.ringrx.com",
-        "aleg_uuid": "8d6f4c1e-0000-4000-8000-000000000001",
-        "responsible_party": "1001",
-        "start_time": now,
-        "hangup_cause": "NORMAL_CLEARING",
-        "dialed_digits": "8185559876",
-        "calling_party": "+14155550100",
-        "caller_id_number": "+14155550100",
-        "caller_id_name": "Jane Doe",
-        "duration": 95,
-        "bill_duration": 87,
-        "direction": "inbound",
-        "mailbox": None,
-        "aleg_holdtime": 0,
-        "bleg_holdtime": 0,
-        "tags": "inbound,reception_queue",
-    }
-    samples: dict[str, dict[str, Any]] = {
-        "sms": {
-            "from": "8185551234",
-            "to": "8185559876",
-            "message": "Test callback",
-            "timestamp": now,
-            "uuid": "6ed8654e-a9d1-4a7c-9502-581210d0985f",
-        },
-        "cdr": cdr,
-        "recording": {**cdr, "recording_url": "https://example.com/recordings/sample.wav"},
-        "voicemail": {
-            "id": 9001,
-            "caller": "+18185551234",
-            "called": "+18185559876",
-            "duration": 21,
-            "filename": "voicemail-9001.wav",
-            "mailbox": "1001",
-            "created_at": now,
-        },
-        "fax": {
-            "id": 9101,
-            "caller": "+18185551234",
-            "called": "+18185559877",
-            "pages": 2,
-            "filename": "fax-9101.pdf",
-            "mailbox": "1002",
-            "created_at": now,
-        },
-        "call_alert": {
-            "uuid": "5bab4386-14a6-46ea-b200-6e47a91837cb",
-            "created_at": "1709075290020813",
-            "callback_id": 99,
-            "domain_name": "customer.ringrx.com",
-            "originally_dialed_number": "+18885439876",
-            "dialed_number": "8000",
-            "caller_number": "+18185551234",
-            "caller_name": "Dr Smith",
-            "tags": "inbound,reception_queue",
-            "dialed_user_emails": "ssmith@gmail.us,jjones@hotmail.us",
-            "dialed_users": "ssmith,jjones",
-        },
-        "outreach": {
-            "id": 7001,
-            "name": "Annual checkup",
-            "phonenumber": "+18185551234",
-            "email_address": "patient@example.com",
-            "call_state": "completed",
-            "sms_state": "delivered",
-            "email_state": "sent",
-            "confirmed": True,
-            "cancelled": False,
-            "reminder_date": now,
-            "attempt": 1,
-            "voice": True,
-            "sms": True,
-            "email": False,
-            "event_log": [],
-        },
-        "message_status": {
-            "messageid": "SM-sample-1",
-            "message_ref": "sample-ref",
-            "status": "delivered",
-            "from": "+18185559876",
-            "to": "+14155550100",
-        },
-        "clicktocall": {
-            "action": "clicktocall",
-            "extension": "1001",
-            "phone": "+14155550100",
-            "from": "1001",
-            "to": "+14155550100",
-        },
-    }
-    return samples[callback_type]
+    """A sample event of `callback_type`: RingRx's own format for RingRx's callback types."""
+    if callback_type in _OWN_SAMPLES:
+        return dict(_OWN_SAMPLES[callback_type])
+    return ringrx_callback_sample(callback_type, now=timezone.now())
 
 
 # --- Dispatch --------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from typing import Any, ClassVar
 
 import requests
 
+from integrations.ringrx_formats import CALLBACK_TYPES, DOMAIN, ringrx_callback_sample
 from integrations.sandbox.base import (
     SandboxRequest,
     SandboxResponse,
@@ -52,15 +53,12 @@ DEFAULT_API_TOKEN = "rrx-sandbox-api-token"
 DEFAULT_API_SECRET = "rrx-sandbox-api-secret"
 DEFAULT_USERNAME = "admin@customer.ringrx.com"
 DEFAULT_PASSWORD = "sandbox-password"
-DOMAIN = "customer.ringrx.com"
 
 SEED_PHONES: list[dict[str, Any]] = [
     {"id": 101, "number": "+18185559876", "name": "Main line", "sms_enabled": True},
     {"id": 102, "number": "+18185559877", "name": "Support", "sms_enabled": True},
     {"id": 103, "number": "+18885439876", "name": "Toll free", "sms_enabled": False},
 ]
-
-CALLBACK_TYPES = ("sms", "voicemail", "fax", "cdr", "recording", "outreach", "call_alert")
 
 
 def _b64url(data: bytes) -> str:
@@ -152,92 +150,7 @@ def callback_payload(callback_type: str, **overrides: Any) -> dict[str, Any]:
     Raises:
         ValueError: unknown callback type.
     """
-    now = datetime.now(UTC)
-    cdr = {
-        "id": 5512345,
-        "domain_name": DOMAIN,
-        "aleg_uuid": str(uuid.uuid4()),
-        "responsible_party": "1001",
-        "start_time": now.strftime("%Y-%m-%dT%H:%M:%S+00:00"),
-        "hangup_cause": "NORMAL_CLEARING",
-        "dialed_digits": "8185559876",
-        "calling_party": "+14155550100",
-        "caller_id_number": "+14155550100",
-        "caller_id_name": "Jane Doe",
-        "duration": 95,
-        "bill_duration": 87,
-        "direction": "inbound",
-        "mailbox": None,
-        "aleg_holdtime": 0,
-        "bleg_holdtime": 0,
-        "tags": "inbound,reception_queue",
-    }
-    samples: dict[str, dict[str, Any]] = {
-        "sms": {
-            "from": "8185551234",
-            "to": "8185559876",
-            "message": "Test callback",
-            "timestamp": now.strftime("%Y-%m-%dT%H:%M:%S+00:00"),
-            "uuid": str(uuid.uuid4()),
-        },
-        "cdr": cdr,
-        # The seed: "JSON object of Call detail record with new recording"; the field
-        # carrying the recording is not named, ``recording_url`` is our guess.
-        "recording": {**cdr, "recording_url": "http://127.0.0.1/recordings/sample.wav"},
-        "call_alert": {
-            "uuid": str(uuid.uuid4()),
-            "created_at": str(int(now.timestamp() * 1_000_000)),
-            "callback_id": 99,
-            "domain_name": DOMAIN,
-            "originally_dialed_number": "+18885439876",
-            "dialed_number": "8000",
-            "caller_number": "+18185551234",
-            # Sic: the seed's sample body spells it "caller_nname" (its token list says
-            # {caller_name}); we keep the sample's spelling.
-            "caller_nname": "Dr Smith",
-            "tags": "inbound,reception_queue",
-            "dialed_user_emails": "ssmith@gmail.us,jjones@hotmail.us",
-            "dialed_users": "ssmith,jjones",
-        },
-        "outreach": {
-            "id": 7001,
-            "name": "Annual checkup",
-            "phonenumber": "+18185551234",
-            "email_address": "patient@example.com",
-            "call_state": "completed",
-            "sms_state": "delivered",
-            "email_state": "sent",
-            "confirmed": True,
-            "cancelled": False,
-            "reminder_date": now.strftime("%Y-%m-%dT%H:%M:%S+00:00"),
-            "attempt": 1,
-            "voice": True,
-            "sms": True,
-            "email": False,
-            "event_log": [],
-        },
-        "voicemail": {
-            "id": 9001,
-            "caller": "+18185551234",
-            "called": "+18185559876",
-            "duration": 21,
-            "filename": "voicemail-9001.wav",
-            "mailbox": "1001",
-            "created_at": now.strftime("%Y-%m-%dT%H:%M:%S+00:00"),
-        },
-        "fax": {
-            "id": 9101,
-            "caller": "+18185551234",
-            "called": "+18185559877",
-            "pages": 2,
-            "filename": "fax-9101.pdf",
-            "mailbox": "1002",
-            "created_at": now.strftime("%Y-%m-%dT%H:%M:%S+00:00"),
-        },
-    }
-    if callback_type not in samples:
-        raise ValueError(f"unknown RingRx callback type {callback_type!r}; one of {CALLBACK_TYPES}")
-    return {**samples[callback_type], **overrides}
+    return {**ringrx_callback_sample(callback_type), **overrides}
 
 
 class RingRxSandbox(SandboxServer):

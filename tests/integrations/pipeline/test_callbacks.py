@@ -6,6 +6,7 @@ disabled after a run of failures with a notice on the organization's callbacks p
 from __future__ import annotations
 
 import base64
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -368,3 +369,22 @@ def test_subscriptions_are_validated_naming_the_field(org: Any) -> None:
             subscribe(org, **kwargs)
         assert field in excinfo.value.message_dict, (change, excinfo.value.message_dict)
     assert not CallbackSubscription.objects.exists()
+
+
+def test_a_test_send_uses_ringrx_format_and_fills_its_tokens(
+    org: Any, recorder: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    from integrations.callbacks import callback_subscription_test
+
+    subscription, _ = subscribe(
+        org, "call_alert", f"{recorder.url}/alert?caller={{caller_name}}&uuid={{uuid}}"
+    )
+
+    with django_capture_on_commit_callbacks(execute=True):
+        callback_subscription_test(subscription=subscription)
+
+    [received] = recorder.requests_to("/alert")
+    body = json.loads(received.body)
+    # The seed's sample body, typo included; its {caller_name} token is filled all the same.
+    assert body["caller_nname"] == "Dr Smith"
+    assert received.query == {"caller": ["Dr Smith"], "uuid": [body["uuid"]]}
