@@ -44,7 +44,7 @@ lint: venv
 test: venv chromium services lint
 	@echo "==> pytest against PostgreSQL ($(TEST_DATABASE_URL)) and Redis"
 	@DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL_TEST=$(REDIS_URL_TEST) \
-		$(VENV)/bin/pytest -p no:cacheprovider -q $(PYTEST_ARGS)
+		$(VENV)/bin/pytest -p no:cacheprovider -q --durations=10 $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) var *.egg-info
