@@ -141,8 +141,12 @@ def replace_tokens(template: str, values: dict[str, Any], *, url: bool = False) 
     return "".join(out)
 
 
-def callback_payload(callback_type: str, **overrides: Any) -> dict[str, Any]:
+def callback_payload(
+    callback_type: str, *, now: datetime | None = None, **overrides: Any
+) -> dict[str, Any]:
     """A sample callback body of ``callback_type`` in the seed's format, with overrides.
+
+    Its timestamps are ``now`` (default: the current time).
 
     For ``voicemail`` and ``fax`` (whose body is the file) this returns the token values;
     post the file with ``send_callback(..., body=<bytes>, tokens=<these>)``.
@@ -150,7 +154,7 @@ def callback_payload(callback_type: str, **overrides: Any) -> dict[str, Any]:
     Raises:
         ValueError: unknown callback type.
     """
-    return {**ringrx_callback_sample(callback_type), **overrides}
+    return {**ringrx_callback_sample(callback_type, now=now), **overrides}
 
 
 class RingRxSandbox(SandboxServer):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import UTC, datetime
 from typing import Any
 
 from integrations.sandbox.ringrx import callback_payload
@@ -38,6 +39,9 @@ SEED_CALL_ALERT = b"""{
   "dialed_users" : "ssmith,jjones"
 }"""
 
+# One fixed moment for every generated body, so that two calls give the same body.
+SAMPLE_TIME = datetime(2026, 2, 27, 23, 8, 10, tzinfo=UTC)
+
 JSON_TYPES = ("sms", "cdr", "recording", "call_alert", "outreach")
 FILE_TYPES = ("voicemail", "fax")
 
@@ -48,12 +52,12 @@ def json_body(callback_type: str) -> bytes:
         return SEED_SMS
     if callback_type == "call_alert":
         return SEED_CALL_ALERT
-    return json.dumps(callback_payload(callback_type), indent=2).encode()
+    return json.dumps(callback_payload(callback_type, now=SAMPLE_TIME), indent=2).encode()
 
 
 def file_metadata(callback_type: str) -> dict[str, Any]:
     """The token values of a voicemail or fax callback (sent in the query string)."""
-    return callback_payload(callback_type)
+    return callback_payload(callback_type, now=SAMPLE_TIME)
 
 
 def file_body(callback_type: str, size: int = 300_000) -> bytes:
