@@ -133,9 +133,28 @@ class Portal:
         call_command("migrate", verbosity=0, interactive=False)
 
 
+def backend_tags(database_url: str, **urls: str) -> str:
+    """``db=postgresql broker=redis …``: what a RESULT line was measured against.
+
+    A run that fell back to SQLite or an in-memory broker says so on its RESULT line, so it is
+    never compared with a PostgreSQL/Redis run by mistake.
+    """
+
+    def kind(url: str) -> str:
+        scheme = url.split(":", 1)[0] if url else "none"
+        return {"postgres": "postgresql", "locmemcache": "locmem"}.get(scheme, scheme)
+
+    return " ".join(f"{name}={kind(url)}" for name, url in {"db": database_url, **urls}.items())
+
+
 def portal_env(database_url: str, *, broker_url: str, queue: str, **extra: str) -> dict[str, str]:
+    from cryptography.fernet import Fernet
+
     env = {
         "DJANGO_SETTINGS_MODULE": "portal.settings",
+        # Production settings (DEBUG off) need real keys: fresh ones for this run only.
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
         "DATABASE_URL": database_url,
         "CELERY_BROKER_URL": broker_url,
         "CELERY_RESULT_BACKEND": broker_url,

@@ -18,7 +18,10 @@ time from sending the webhook to its effect arriving at the sandbox:
 ``auto`` (the default) uses ``call`` when call logging is installed and answers, else ``sms``
 (and says so). The last line is
 
-    RESULT end_to_end p50_ms=… p99_ms=… events=<N delivered> mode=<call|sms>
+    RESULT end_to_end p50_ms=… p99_ms=… events=<N delivered> mode=<call|sms> db=… broker=…
+
+Arrival is the moment the sandbox receives the request (its own thread notes the time), not
+when this script notices it.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _pipeline import (
     REDIS_URL,
     Portal,
+    backend_tags,
     gunicorn,
     log,
     new_queue,
@@ -52,30 +56,33 @@ SMS_NUMBER = "+14155550123"
 CALLER = "+14155550100"
 
 
-class ArrivalRecorder:
-    """A recorder sandbox noting when each callback arrives (monotonic clock), by key."""
+class Arrivals:
+    """When each event's effect reached a sandbox (monotonic clock, noted by the sandbox's own
+    request thread as the request comes in), by key."""
 
-    def __init__(self, key_of: Any) -> None:
-        from integrations.sandbox.recorder import RecorderSandbox
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+        self.lock = threading.Lock()
 
-        arrivals: dict[str, float] = {}
-        lock = threading.Lock()
-
-        class Recorder(RecorderSandbox):
-            def _dispatch(self, request: Any) -> Any:
-                key = key_of(request)
-                if key:
-                    with lock:
-                        arrivals.setdefault(key, time.monotonic())
-                return super()._dispatch(request)
-
-        self.arrivals = arrivals
-        self.lock = lock
-        self.server = Recorder(port=0).start()
+    def note(self, key: str | None) -> None:
+        if key:
+            with self.lock:
+                self.times.setdefault(key, time.monotonic())
 
     def seen(self, key: str) -> float | None:
         with self.lock:
-            return self.arrivals.get(key)
+            return self.times.get(key)
+
+    def server(self, sandbox_class: Any, key_of: Any) -> Any:
+        """A started ``sandbox_class`` that notes ``key_of(request)`` of each request."""
+        arrivals = self
+
+        class Noting(sandbox_class):  # type: ignore[misc, valid-type]
+            def _dispatch(self, request: Any) -> Any:
+                arrivals.note(key_of(request))
+                return super()._dispatch(request)
+
+        return Noting(port=0).start()
 
 
 def _sms_setup(org: Any, recorder_url: str, sms_url: str) -> None:
@@ -185,6 +192,7 @@ def main() -> int:
         import requests
 
         from integrations.sandbox.generic_crm import GenericCrmSandbox
+        from integrations.sandbox.recorder import RecorderSandbox
         from integrations.sandbox.sms import SmsProviderSandbox
         from tenants.models import Account, Organization
         from tests.support.processes import celery_worker
@@ -193,18 +201,24 @@ def main() -> int:
         org = Organization.objects.create(
             account=account, name="Bench Org", slug=f"bench-org-{run}", pbx_domain="bench.example"
         )
-        crm = GenericCrmSandbox(port=0).start()
-        sms = SmsProviderSandbox(port=0).start()
 
-        def sms_key(request: Any) -> str | None:
+        def body_value(name: str, request: Any) -> str | None:
             body = request.json if isinstance(request.json, dict) else {}
-            return str(body.get("message") or "") or None
+            return str(body.get(name) or "") or None
 
-        recorder = ArrivalRecorder(sms_key)
+        def activity_key(request: Any) -> str | None:
+            if request.method == "POST" and request.path.rstrip("/").endswith("/activities"):
+                return body_value("call_id", request)
+            return None
+
+        arrivals = Arrivals()
+        crm = arrivals.server(GenericCrmSandbox, activity_key)
+        sms = SmsProviderSandbox(port=0).start()
+        recorder = arrivals.server(RecorderSandbox, lambda r: body_value("message", r))
         if mode == "call":
             _call_setup(org, crm.url, crm.api_key)
         else:
-            _sms_setup(org, recorder.server.url, sms.url + "/webhook")
+            _sms_setup(org, recorder.url, sms.url + "/webhook")
         log(f"# mode {mode}, database {database_url.split('@')[-1]}, queue {queue}")
         sent_at: dict[str, float] = {}
         try:
@@ -246,11 +260,7 @@ def main() -> int:
                     response = session.post(url, data=json.dumps(body), headers=headers, timeout=30)
                     return key, response.status_code
 
-                def arrived(key: str) -> float | None:
-                    if mode == "call":
-                        found = crm.activities_for_call(key)
-                        return time.monotonic() if found else None
-                    return recorder.seen(key)
+                arrived = arrivals.seen
 
                 interval = 1.0 / args.rate
                 start = time.monotonic()
@@ -277,7 +287,7 @@ def main() -> int:
                 if pending:
                     log(f"# {len(pending)} event(s) not delivered within {args.timeout:g} s")
         finally:
-            recorder.server.stop()
+            recorder.stop()
             crm.stop()
             sms.stop()
             redis_forget_queue(REDIS_URL, queue)
@@ -287,7 +297,8 @@ def main() -> int:
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
     log(f"{len(latencies)}/{args.events} events delivered at {args.rate:g}/s")
     print(
-        f"RESULT end_to_end p50_ms={p50:.1f} p99_ms={p99:.1f} events={len(latencies)} mode={mode}"
+        f"RESULT end_to_end p50_ms={p50:.1f} p99_ms={p99:.1f} events={len(latencies)} mode={mode} "
+        f"{backend_tags(database_url, broker=REDIS_URL)}"
     )
     return 0 if latencies else 1
 

@@ -16,7 +16,7 @@ memory. Then times `integrations.lookup.caller_lookup` — the service behind
 Rounds interleave cold and cached calls. The last line is
 
     RESULT lookup cold_p50_ms=… cached_p50_ms=… ratio=<cold p50 / cached p50>
-                  cold_p99_ms=… cached_p99_ms=…  (one line)
+                  cold_p99_ms=… cached_p99_ms=… db=… cache=…  (one line)
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _pipeline import (
     REDIS_URL,
     Portal,
+    backend_tags,
     log,
     percentile,
     portal_env,
@@ -158,12 +159,13 @@ def main() -> int:
                     lookup_cache_invalidate(installation=installation, phone=phone)
             cache.close()
             connections.close_all()
+    tags = backend_tags(database_url, cache=cache_url)
     cold_p50, cached_p50 = percentile(cold_ms, 50), percentile(cached_ms, 50)
     ratio = cold_p50 / cached_p50 if cached_p50 else 0.0
     print(
         f"RESULT lookup cold_p50_ms={cold_p50:.2f} cached_p50_ms={cached_p50:.2f} "
         f"ratio={ratio:.1f} cold_p99_ms={percentile(cold_ms, 99):.2f} "
-        f"cached_p99_ms={percentile(cached_ms, 99):.2f}"
+        f"cached_p99_ms={percentile(cached_ms, 99):.2f} {tags}"
     )
     return 0
 

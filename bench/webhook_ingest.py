@@ -13,7 +13,8 @@ The baseline is ``/bench/bare``, a Django view that answers 200 on the same serv
 middleware stack. Rounds alternate bare and ingest so machine noise hits both alike; every
 ingest request is a new call (no duplicates). The figures come from this run; the last line is
 
-    RESULT webhook_ingest ratio=<rps bare / rps ingest> ingest_rps=… bare_rps=… p50_ms=… p99_ms=…
+    RESULT webhook_ingest ratio=<rps bare / rps ingest> ingest_rps=… bare_rps=…
+                          p50_ms=… p99_ms=… db=… broker=…  (one line)
 
 (p50/p99 are the ingest latencies, client-side, in ms.)
 """
@@ -32,6 +33,7 @@ from _pipeline import (
     REDIS_URL,
     LoadResult,
     Portal,
+    backend_tags,
     gunicorn,
     log,
     new_queue,
@@ -134,6 +136,7 @@ def main() -> int:
             from django.db import connections
 
             connections.close_all()
+    tags = backend_tags(database_url, broker=broker)
     p50 = percentile(ingest_total.latencies_ms, 50)
     p99 = percentile(ingest_total.latencies_ms, 99)
     ratio = bare_total.rps / ingest_total.rps if ingest_total.rps else 0.0
@@ -143,7 +146,7 @@ def main() -> int:
     )
     print(
         f"RESULT webhook_ingest ratio={ratio:.2f} ingest_rps={ingest_total.rps:.0f} "
-        f"bare_rps={bare_total.rps:.0f} p50_ms={p50:.2f} p99_ms={p99:.2f}"
+        f"bare_rps={bare_total.rps:.0f} p50_ms={p50:.2f} p99_ms={p99:.2f} {tags}"
     )
     return 0
 

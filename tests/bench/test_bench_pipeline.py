@@ -40,7 +40,7 @@ def test_webhook_ingest_benchmark_ends_with_the_result_line() -> None:
     line = _run("webhook_ingest", "--requests", "90", "--concurrency", "4", "--workers", "2")
     assert re.fullmatch(
         rf"RESULT webhook_ingest ratio={NUMBER} ingest_rps={NUMBER} bare_rps={NUMBER} "
-        rf"p50_ms={NUMBER} p99_ms={NUMBER}",
+        rf"p50_ms={NUMBER} p99_ms={NUMBER} db=postgresql broker=redis",
         line,
     ), line
 
@@ -52,7 +52,9 @@ def test_end_to_end_benchmark_ends_with_the_result_line() -> None:
         pytest.skip(str(exc))
     line = _run("end_to_end", "--events", "10", "--rate", "10")
     assert re.fullmatch(
-        rf"RESULT end_to_end p50_ms={NUMBER} p99_ms={NUMBER} events=10 mode=(call|sms)", line
+        rf"RESULT end_to_end p50_ms={NUMBER} p99_ms={NUMBER} events=10 mode=(call|sms) "
+        r"db=postgresql broker=redis",
+        line,
     ), line
 
 
@@ -60,6 +62,6 @@ def test_lookup_benchmark_ends_with_the_result_line() -> None:
     line = _run("lookup", "--lookups", "10")
     assert re.fullmatch(
         rf"RESULT lookup cold_p50_ms={NUMBER} cached_p50_ms={NUMBER} ratio={NUMBER} "
-        rf"cold_p99_ms={NUMBER} cached_p99_ms={NUMBER}",
+        rf"cold_p99_ms={NUMBER} cached_p99_ms={NUMBER} db=postgresql cache=redis",
         line,
     ), line
