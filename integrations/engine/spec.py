@@ -12,6 +12,7 @@ $phon$`), so a spec author fixes them in one pass.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import pathlib
 import re
@@ -260,6 +261,11 @@ class Spec:
         method = self.methods[name]
         return list(method) if isinstance(method, list) else [method]
 
+    def webhook_pointer(self, index: int) -> str:
+        """The JSON pointer of webhook model `index` (`/Webhook/0`, `/Webhook/models/0`)."""
+        base = "/Webhook/models" if isinstance(self.raw.get("Webhook"), dict) else "/Webhook"
+        return f"{base}/{index}"
+
     def type_of(self, name: str) -> str | None:
         """The declared type of a name (parameter, system value or property), or None."""
         return self.types.get(name)
@@ -439,41 +445,96 @@ def _schema_message(error: jsonschema.ValidationError) -> str:
     if error.validator == "enum":
         options = ", ".join(repr(v) for v in error.validator_value)
         return f"{error.instance!r} is not one of {options}"
-    if error.validator == "additionalProperties":
-        return error.message.replace("Additional properties are", "unknown keys are").replace(
-            "Additional properties is", "unknown key is"
-        )
     return error.message
 
 
-def _best_branch_error(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
-    """For a failed oneOf, the error of the branch meant for this kind of value.
+def _unknown_key_problems(error: jsonschema.ValidationError) -> list[Problem]:
+    """One problem per unknown key, at the key's own pointer, with the likely intended key.
 
-    "is not valid under any of the given schemas" helps nobody: drop the branches whose type
-    does not even match (an array is not the object form) and report the most relevant error
-    of what remains.
+    jsonschema words these as "'timout' does not match any of the regexes: '^(x-|_)'" at the
+    enclosing object; a spec author needs the key named where it is and what it should be.
+    """
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    known = [str(k) for k in schema.get("properties", {})]
+    patterns = [re.compile(p) for p in schema.get("patternProperties", {})]
+    instance = error.instance if isinstance(error.instance, dict) else {}
+    problems = []
+    for key in instance:
+        if key in known or any(p.search(key) for p in patterns):
+            continue
+        message = f"unknown key {key!r}"
+        close = difflib.get_close_matches(key, known, n=1)
+        if close:
+            message += f" (did you mean {close[0]!r}?)"
+        problems.append(Problem(json_pointer(*error.absolute_path, key), message))
+    return problems
+
+
+def _branch_errors(error: jsonschema.ValidationError) -> list[jsonschema.ValidationError]:
+    """For a failed oneOf, every error of the branch meant for this kind of value.
+
+    "is not valid under any of the given schemas" helps nobody, and neither does one error out
+    of several. The branches whose type does not even match the value (an array is not the
+    object form) are dropped; every error of the branch that remains is reported, each at its
+    own pointer. A value that fits no branch's type gets one error naming the types allowed.
     """
     depth = len(error.absolute_path)
-    candidates = [
-        e
-        for e in error.context or ()
-        if not (e.validator == "type" and len(e.absolute_path) == depth)
-    ]
-    if not candidates:
-        return error
-    best = jsonschema.exceptions.best_match(candidates)
-    if best.validator == "oneOf" and best.context:
-        return _best_branch_error(best)
-    return best
+    branches: dict[Any, list[jsonschema.ValidationError]] = {}
+    for child in error.context or ():
+        branch = child.relative_schema_path[0] if child.relative_schema_path else None
+        branches.setdefault(branch, []).append(child)
+    if not branches:  # valid under more than one branch: nothing better to say
+        return [error]
+    type_errors: list[jsonschema.ValidationError] = []
+    fitting: list[list[jsonschema.ValidationError]] = []
+    for errors in branches.values():
+        mismatch = [e for e in errors if e.validator == "type" and len(e.absolute_path) == depth]
+        if mismatch:
+            type_errors.extend(mismatch)
+        else:
+            fitting.append(errors)
+    if not fitting:
+        types: list[str] = []
+        for e in type_errors:
+            value = e.validator_value
+            for kind in value if isinstance(value, list) else [value]:
+                if kind not in types:
+                    types.append(kind)
+        if not types:
+            return [error]
+        message = f"{error.instance!r} is not of type " + " or ".join(repr(t) for t in types)
+        return [
+            jsonschema.ValidationError(
+                message, validator="type", path=error.absolute_path, instance=error.instance
+            )
+        ]
+    # Several branches of the right type (rare): the one the best single error comes from.
+    best = jsonschema.exceptions.best_match(e for errors in fitting for e in errors)
+    chosen = next(errors for errors in fitting if best in errors)
+    expanded: list[jsonschema.ValidationError] = []
+    for child in chosen:
+        if child.validator == "oneOf" and child.context:
+            expanded.extend(_branch_errors(child))
+        else:
+            expanded.append(child)
+    return expanded
 
 
 def _schema_problems(data: Any) -> list[Problem]:
     problems = []
     for raw_error in _schema_validator().iter_errors(data):
-        error = raw_error
-        if error.validator == "oneOf" and error.context:
-            error = _best_branch_error(error)
-        problems.append(Problem(json_pointer(*error.absolute_path), _schema_message(error)))
+        errors = [raw_error]
+        if raw_error.validator == "oneOf" and raw_error.context:
+            errors = _branch_errors(raw_error)
+        for error in errors:
+            unknown = []
+            if error.validator == "additionalProperties":
+                unknown = _unknown_key_problems(error)
+            if unknown:
+                problems.extend(unknown)
+            else:
+                pointer = json_pointer(*error.absolute_path)
+                problems.append(Problem(pointer, _schema_message(error)))
     return problems
 
 
@@ -504,8 +565,10 @@ class _Checker:
             if isinstance(method, dict):
                 self.installation_names |= _captures(method.get("response_map"), self.var_char)
         auth = data.get("authentication")
+        self.token_names: set[str] = set()
         if isinstance(auth, dict):
-            self.installation_names |= _captures(auth.get("token_response_map"), self.var_char)
+            self.token_names = _captures(auth.get("token_response_map"), self.var_char)
+        self.installation_names |= self.token_names
 
     def add(self, pointer: str, message: str) -> None:
         self.problems.append(Problem(pointer, message))
@@ -584,48 +647,71 @@ class _Checker:
         if isinstance(method, list):
             for index, step in enumerate(method):
                 self.method(pointer + json_pointer(index), step, step_index=index)
-            self.step_order(pointer, method)
+            self.step_order(pointer, method, supplied=self.installation_names)
         else:
             self.method(pointer, method)
 
-    def step_order(self, pointer: str, steps: list[Any]) -> None:
-        """A step may only use a spec parameter that the caller or an earlier step supplies.
+    def step_order(
+        self,
+        pointer: str,
+        steps: list[Any],
+        *,
+        supplied: Iterable[str] = (),
+        noun: str = "step",
+        prefix: str = "",
+    ) -> None:
+        """A step may only use a value a later step captures once an earlier step set it.
 
-        A declared parameter (not a system value, which the portal supplies) that a step uses
-        and only a later step of the same method captures is a mistake in the order of the
-        steps: when the step runs, nothing has set it yet.
+        Every name some step captures (a declared parameter or a system value alike) that a
+        step uses while only later steps capture it is a mistake in the order of the steps:
+        when the step runs, nothing has set it yet. Names in `supplied` are set before the
+        sequence runs (installation values, for API methods) and are not checked. `noun` and
+        `prefix` word the problem ("step 0", "Install request 0").
         """
-        captured_by: list[set[str]] = []
-        for step in steps:
-            names: set[str] = set()
-            if isinstance(step, dict):
-                names |= _captures(step.get("response_map"), self.var_char)
-                for text in (step.get("response_headers_map") or {}).values():
-                    name = single_placeholder(text, self.var_char)
-                    if name is not None:
-                        names.add(name)
-                names |= set(step.get("outputs") or {})
-            captured_by.append(names)
-        own = {name for name in self.parameters if name not in SYSTEM_VALUES}
-        own -= self.installation_names
+        captured_by: list[set[str]] = [self.step_captures(step) for step in steps]
+        exempt = set(supplied) | set(self.property_names)
         for index, step in enumerate(steps):
             if not isinstance(step, dict):
                 continue
             earlier = set().union(*captured_by[:index]) if index else set()
             later = set().union(*captured_by[index + 1 :])
-            for name in sorted(self.step_uses(step) & own & later - earlier):
+            for name in sorted((self.step_uses(step) & later) - earlier - exempt):
                 producer = next(j for j in range(index + 1, len(steps)) if name in captured_by[j])
                 self.add(
                     pointer + json_pointer(index),
-                    f"step {index} uses {self.placeholder(name)}, which only step {producer} "
-                    "captures (later): reorder the steps",
+                    f"{prefix}{noun} {index} uses {self.placeholder(name)}, which only "
+                    f"{prefix}{noun} {producer} captures (later): reorder the {noun}s",
                 )
+
+    def step_captures(self, step: Any) -> set[str]:
+        """Names a step sets: its response map, response headers and outputs."""
+        names: set[str] = set()
+        if not isinstance(step, dict):
+            return names
+        names |= _captures(step.get("response_map"), self.var_char)
+        headers_map = step.get("response_headers_map")
+        if isinstance(headers_map, dict):
+            for text in headers_map.values():
+                name = single_placeholder(text, self.var_char)
+                if name is not None:
+                    names.add(name)
+        outputs = step.get("outputs")
+        if isinstance(outputs, dict):
+            names |= set(outputs)
+        return names
 
     def step_uses(self, step: dict[str, Any]) -> set[str]:
         """Names a step reads when it is rendered (URL, headers, parameters, when)."""
         used: set[str] = set()
         for key in ("request_path", "request_url", "request_headers", "request_parameters"):
             for _pointer, text in iter_template_strings(step.get(key)):
+                used.update(placeholder_names(text, self.var_char))
+        # Spec-wide headers go with every request, and resource_url prefixes request_path.
+        shared: list[Any] = [self.data.get("request_headers")]
+        if "request_path" in step:
+            shared.append(self.data.get("resource_url"))
+        for template in shared:
+            for _pointer, text in iter_template_strings(template):
                 used.update(placeholder_names(text, self.var_char))
         condition = step.get("when")
         if isinstance(condition, str):
@@ -758,6 +844,11 @@ class _Checker:
             if isinstance(methods, list):
                 for index, method in enumerate(methods):
                     self.method(json_pointer(key, index), method)
+                # Each request sees the captures of those before it, like steps.
+                supplied = self.token_names if key == "Install" else self.installation_names
+                self.step_order(
+                    json_pointer(key), methods, supplied=supplied, noun="request", prefix=key + " "
+                )
         self.check_webhooks()
         return self.problems
 

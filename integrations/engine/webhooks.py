@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qs
 
-from integrations.engine.errors import SpecError
+from integrations.engine.errors import Problem, SpecError
 from integrations.engine.expressions import DEFAULT_REGION, evaluate
 from integrations.engine.mapping import apply_response_map, coerce_value
 from integrations.engine.spec import EVENT_TYPES
@@ -321,11 +321,11 @@ def _extract(
 
     event_type = str(model.get("event_type", "message"))
     if event_type not in EVENT_TYPES:
-        result = evaluate(event_type, {"region": region, **values}, var_char)
+        pointer = spec.webhook_pointer(index) + "/event_type"
+        result = evaluate(event_type, {"region": region, **values}, var_char, pointer=pointer)
         if result not in EVENT_TYPES:
-            raise SpecError(
-                f"/Webhook/{index}/event_type gave {result!r}, not message, mms or status"
-            )
+            shown = "nothing (a value it uses is unset)" if result is UNSET else repr(result)
+            raise SpecError(Problem(pointer, f"gave {shown}, not message, mms or status"))
         event_type = str(result)
 
     status_map = model.get("status_map")

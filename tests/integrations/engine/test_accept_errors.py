@@ -227,7 +227,7 @@ def test_install_without_accept_errors_fails_on_the_403(local_server: LocalServe
             "/Install/0/accept_errors/0/body_contains",
             "string",
         ),
-        ([{"status": 403, "body": "X"}], "/Install/0/accept_errors/0", "unknown key"),
+        ([{"status": 403, "body": "X"}], "/Install/0/accept_errors/0/body", "unknown key"),
         ([ALREADY, dict(ALREADY)], "/Install/0/accept_errors/1", "same error answer as item 0"),
     ],
 )
