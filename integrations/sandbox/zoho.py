@@ -194,6 +194,12 @@ class ZohoPhoneBridgeSandbox(SandboxServer):
         auto_approve: ``GET /oauth/v2/auth`` redirects at once instead of showing the page.
         integrated_at_start: whether ``/phonebridge/integrate`` is already done after reset.
         license_allows_pbx: False makes every PhoneBridge call answer 403 NO_PERMISSION.
+        other_pbx_enabled: another vendor's PBX holds the account, so ``POST /integrate``
+            answers 403 DIFFERENT_PBX_ALREADY_ENABLED (and ours stays not integrated).
+        pbx_registered: False: our PBX has no PhoneBridge registration, so ``/integrate``,
+            ``/clicktocallandcallcontrol`` and ``/users`` answer 400 PBX_NOT_REGISTERED.
+        user_privileged: False: the token's user may not set up PhoneBridge, so ``/integrate``,
+            ``POST /clicktocallandcallcontrol`` and ``/users`` answer 403 (seed bodies).
         token_error_status: HTTP status of token-endpoint errors (Zoho: 200).
         pbx_name: the vendor name used in messages.
     """
@@ -205,6 +211,9 @@ class ZohoPhoneBridgeSandbox(SandboxServer):
         "auto_approve",
         "integrated_at_start",
         "license_allows_pbx",
+        "other_pbx_enabled",
+        "pbx_registered",
+        "user_privileged",
         "token_error_status",
         "pbx_name",
     )
@@ -228,6 +237,9 @@ class ZohoPhoneBridgeSandbox(SandboxServer):
         self.auto_approve = auto_approve
         self.integrated_at_start = integrated_at_start
         self.license_allows_pbx = True
+        self.other_pbx_enabled = False
+        self.pbx_registered = True
+        self.user_privileged = True
         self.token_error_status = 200
         self.pbx_name = "Patchbay"
         super().__init__(host=host, port=port, verbose=verbose)
@@ -432,6 +444,24 @@ class ZohoPhoneBridgeSandbox(SandboxServer):
             )
         return None
 
+    def _vendor_refusal(
+        self, privilege_message: str, privilege_code: str
+    ) -> SandboxResponse | None:
+        """None when our PBX is registered and the user may set it up; the seed's error if not.
+
+        The seed documents PBX_NOT_REGISTERED and the privilege 403 on ``/integrate``,
+        ``/clicktocallandcallcontrol`` and ``/users`` only, with a different body for each
+        (on ``/integrate`` the privilege error's code is INTERNAL_ERROR, as the seed shows).
+        """
+        if not self.pbx_registered:
+            return self._not_registered()
+        if not self.user_privileged:
+            return zoho_error(privilege_message, privilege_code, 403)
+        return None
+
+    def _not_registered(self) -> SandboxResponse:
+        return zoho_error(f"{self.pbx_name} is not registered", "PBX_NOT_REGISTERED", 400)
+
     def _not_integrated(self) -> SandboxResponse:
         return zoho_error(f"{self.pbx_name} Integration is not enabled", "PBX_NOT_INTEGRATED", 400)
 
@@ -516,14 +546,30 @@ class ZohoPhoneBridgeSandbox(SandboxServer):
 
     @route("POST", PHONEBRIDGE + "/integrate")
     def integrate(self, request: SandboxRequest) -> SandboxResponse:
-        """Enable the PBX integration for the account (403 PBX_ALREADY_ENABLED twice)."""
+        """Enable the PBX integration for the account (403 PBX_ALREADY_ENABLED twice).
+
+        403 DIFFERENT_PBX_ALREADY_ENABLED while another vendor's PBX holds the account.
+        """
         if (denied := self._authenticate(request)) is not None:
             return denied
+        refused = self._vendor_refusal(
+            "Requested user doesn't have enough privilege in Zoho CRM to enable PhoneBridge "
+            "integration",
+            "INTERNAL_ERROR",
+        )
+        if refused is not None:
+            return refused
         with self.lock:
             if self.integrated:
                 return zoho_error(
                     f"{self.pbx_name} has been already enabled for the Account",
                     "PBX_ALREADY_ENABLED",
+                    403,
+                )
+            if self.other_pbx_enabled:
+                return zoho_error(
+                    "Different PBX has been enabled for the Account",
+                    "DIFFERENT_PBX_ALREADY_ENABLED",
                     403,
                 )
             self.integrated = True
@@ -534,6 +580,8 @@ class ZohoPhoneBridgeSandbox(SandboxServer):
         """Disable the integration; also drops the click-to-call registration."""
         if (denied := self._authenticate(request)) is not None:
             return denied
+        if not self.pbx_registered:
+            return self._not_registered()
         with self.lock:
             if not self.integrated:
                 # Not in the seed; PBX_NOT_INTEGRATED is the error it uses for this state.
@@ -547,6 +595,11 @@ class ZohoPhoneBridgeSandbox(SandboxServer):
         """Register the click-to-call URL (required), call-control URLs and custom params."""
         if (denied := self._authenticate(request)) is not None:
             return denied
+        refused = self._vendor_refusal(
+            "Requested user doesn't have enough privilege to perform this process", "NO_PERMISSION"
+        )
+        if refused is not None:
+            return refused
         if not self.integrated:
             return self._not_integrated()
         if (missing := self._missing(request, "clicktocallurl")) is not None:
@@ -588,6 +641,8 @@ class ZohoPhoneBridgeSandbox(SandboxServer):
         """Drop the click-to-call and call-control registration."""
         if (denied := self._authenticate(request)) is not None:
             return denied
+        if not self.pbx_registered:
+            return self._not_registered()
         if not self.integrated:
             return self._not_integrated()
         with self.lock:
@@ -602,6 +657,11 @@ class ZohoPhoneBridgeSandbox(SandboxServer):
         """Active users; needs the integration enabled (400 PBX_NOT_INTEGRATED)."""
         if (denied := self._authenticate(request)) is not None:
             return denied
+        refused = self._vendor_refusal(
+            "Requested user doesn't have enough privilege to perform this process", "NO_PERMISSION"
+        )
+        if refused is not None:
+            return refused
         if not self.integrated:
             return self._not_integrated()
         return json_response({"users": self.users})

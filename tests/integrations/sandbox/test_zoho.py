@@ -294,6 +294,110 @@ def test_integrate_then_again_is_already_enabled(zoho_server: ZohoPhoneBridgeSan
     assert zoho_server.integrated is False
 
 
+def test_a_different_pbx_already_enabled_is_its_own_403(
+    zoho_server: ZohoPhoneBridgeSandbox,
+) -> None:
+    zoho_server.configure(other_pbx_enabled=True)
+    headers = auth(zoho_server.issue_tokens()["access_token"])
+
+    response = requests.post(zoho_server.url + PB + "/integrate", headers=headers, timeout=5)
+
+    assert response.status_code == 403
+    assert response.json() == {
+        "message": "Different PBX has been enabled for the Account",
+        "status": "error",
+        "details": {},
+        "code": "DIFFERENT_PBX_ALREADY_ENABLED",
+    }
+    assert zoho_server.integrated is False
+
+
+def test_other_pbx_enabled_is_restored_by_reset(zoho_server: ZohoPhoneBridgeSandbox) -> None:
+    zoho_server.configure(other_pbx_enabled=True)
+    zoho_server.reset()
+    headers = auth(zoho_server.issue_tokens()["access_token"])
+
+    response = requests.post(zoho_server.url + PB + "/integrate", headers=headers, timeout=5)
+
+    assert response.json()["code"] == "SUCCESS"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/integrate"),
+        ("DELETE", "/integrate"),
+        ("POST", "/clicktocallandcallcontrol"),
+        ("DELETE", "/clicktocallandcallcontrol"),
+        ("GET", "/users"),
+    ],
+)
+def test_an_unregistered_pbx_is_pbx_not_registered(
+    zoho_server: ZohoPhoneBridgeSandbox, token: str, method: str, path: str
+) -> None:
+    zoho_server.configure(pbx_registered=False)
+
+    response = requests.request(
+        method,
+        zoho_server.url + PB + path,
+        data={"clicktocallurl": "https://pbx.example/c2c"},
+        headers=auth(token),
+        timeout=5,
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "message": "Patchbay is not registered",
+        "status": "error",
+        "details": {},
+        "code": "PBX_NOT_REGISTERED",
+    }
+
+
+def test_an_unprivileged_user_cannot_integrate(zoho_server: ZohoPhoneBridgeSandbox) -> None:
+    zoho_server.configure(user_privileged=False)
+    headers = auth(zoho_server.issue_tokens()["access_token"])
+
+    response = requests.post(zoho_server.url + PB + "/integrate", headers=headers, timeout=5)
+
+    assert response.status_code == 403
+    # The seed's body for this case, code INTERNAL_ERROR included.
+    assert response.json() == {
+        "message": "Requested user doesn't have enough privilege in Zoho CRM to enable "
+        "PhoneBridge integration",
+        "status": "error",
+        "details": {},
+        "code": "INTERNAL_ERROR",
+    }
+    assert zoho_server.integrated is False
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("POST", "/clicktocallandcallcontrol"), ("GET", "/users")]
+)
+def test_an_unprivileged_user_cannot_set_up_call_control_or_list_users(
+    zoho_server: ZohoPhoneBridgeSandbox, token: str, method: str, path: str
+) -> None:
+    zoho_server.configure(user_privileged=False)
+
+    response = requests.request(
+        method,
+        zoho_server.url + PB + path,
+        data={"clicktocallurl": "https://pbx.example/c2c"},
+        headers=auth(token),
+        timeout=5,
+    )
+
+    assert response.status_code == 403
+    assert response.json() == {
+        "message": "Requested user doesn't have enough privilege to perform this process",
+        "status": "error",
+        "details": {},
+        "code": "NO_PERMISSION",
+    }
+    assert zoho_server.call_control is None
+
+
 def test_users_need_the_integration(zoho_server: ZohoPhoneBridgeSandbox) -> None:
     headers = auth(zoho_server.issue_tokens()["access_token"])
     response = requests.get(zoho_server.url + PB + "/users", headers=headers, timeout=5)

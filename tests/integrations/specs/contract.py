@@ -8,8 +8,17 @@ lists. `RecordedExchanges` replays the spec's recorded fixtures (`tests/fixtures
 the spec still renders the recorded request and maps the recorded response to the recorded
 values, so a change to a spec that alters either shows up as a failing test.
 
+`HttpDoorContract` is what every built-in spec (CRM and SMS alike) gets from the one HTTP door,
+checked against the spec's sandbox: a 429 is waited out (`Retry-After`) and retried; a 5xx is
+retried for an idempotent call (a lookup) and not for a write, so nothing is created twice; and
+with private networks not allowed, the SSRF guard refuses 127.0.0.1, 10.0.0.1 and
+169.254.169.254 before connecting (the sandbox sees nothing, and the loopback-only network
+guard of tests/conftest.py fails the test on any other connection attempt).
+`test_builtin_specs_valid.py` checks that every built-in spec has a subclass of it.
+
 A subclass sets `spec_id` (and `replay_values`, the property values used to render recorded
-requests) and, for `CrmContract`, provides a `crm` fixture returning a connected `CrmSetup`.
+requests) and, for `CrmContract`, provides a `crm` fixture returning a connected `CrmSetup`;
+for `HttpDoorContract`, a `door` fixture returning a `DoorSetup`.
 Like django-anymail's shared suites, these classes hold tests but are not collected on their
 own (their names do not start with `Test`).
 """
@@ -19,16 +28,18 @@ from __future__ import annotations
 import json
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import pytest
 
 from integrations.engine.client import LIST_METHODS, SpecClient, request_summary
+from integrations.engine.errors import IntegrationError
+from integrations.engine.http import IDEMPOTENT_METHODS, HttpSession
 from integrations.engine.mapping import map_response
 from integrations.engine.request import build_request
 from integrations.engine.spec import Spec
 from integrations.sandbox.base import SandboxServer
-from tests.integrations.specs.conftest import builtin_spec, recorded_exchanges
+from tests.integrations.specs.conftest import SleepRecorder, builtin_spec, recorded_exchanges
 
 
 @dataclass
@@ -96,6 +107,122 @@ class CrmContract:
         created = result.to_json()
         assert isinstance(created, dict)
         assert created.get("activity_id")
+
+
+class Connect(Protocol):
+    """Builds the spec's client on `session`, aimed at the sandbox or, given, at `base_url`.
+
+    `base_url` replaces the spec's API address (its URL property); the client then holds a
+    ready token, so the first request it sends is the call itself.
+    """
+
+    def __call__(self, session: HttpSession, base_url: str | None = None) -> SpecClient: ...
+
+
+@dataclass
+class DoorCall:
+    """A spec method call the door tests make: `method` with `params` reaches the sandbox at
+    `path` (an HTTP `path` prefix the sandbox can fail) and its result carries `result_key`."""
+
+    method: str
+    params: dict[str, Any]
+    path: str
+    result_key: str
+
+
+@dataclass
+class DoorSetup:
+    """A spec's sandbox, how to connect to it, and its calls: `write` sends something (POST),
+    `lookup`, when the spec has one, only reads (an idempotent method)."""
+
+    server: SandboxServer
+    connect: Connect
+    write: DoorCall
+    lookup: DoorCall | None = None
+
+    def calls(self) -> list[DoorCall]:
+        return [call for call in (self.lookup, self.write) if call is not None]
+
+
+def _http_method(spec_id: str, call: DoorCall) -> str:
+    return str(builtin_spec(spec_id).steps(call.method)[0]["request_method"]).upper()
+
+
+class HttpDoorContract:
+    """Retries and the SSRF guard, for every built-in spec. Subclasses provide `door`."""
+
+    spec_id: ClassVar[str]
+    private_addresses: ClassVar[tuple[str, ...]] = ("127.0.0.1", "10.0.0.1", "169.254.169.254")
+
+    @pytest.fixture
+    def door(self) -> DoorSetup:
+        raise NotImplementedError("an HttpDoorContract subclass provides the `door` fixture")
+
+    def test_the_door_calls_are_a_lookup_and_a_write(self, door: DoorSetup) -> None:
+        if door.lookup is not None:
+            assert _http_method(self.spec_id, door.lookup) in IDEMPOTENT_METHODS
+        assert _http_method(self.spec_id, door.write) not in IDEMPOTENT_METHODS
+
+    def test_a_429_is_waited_out_and_retried(self, door: DoorSetup) -> None:
+        for call in door.calls():
+            sleeps = SleepRecorder()
+            door.server.clear()
+            door.server.rate_limit_next(call.path, retry_after=2)
+            client = door.connect(HttpSession(allow_private_networks=True, sleep=sleeps))
+
+            result = client.call(call.method, call.params)
+
+            assert result.first().get(call.result_key), call.method
+            statuses = [r.status for r in door.server.requests_to(call.path)]
+            assert len(statuses) == 2 and statuses[0] == 429, (call.method, statuses)
+            assert statuses[1] is not None and 200 <= statuses[1] < 300, (call.method, statuses)
+            assert len(sleeps.waits) == 1 and sleeps.waits[0] >= 2, call.method
+
+    def test_a_5xx_on_a_lookup_is_retried(self, door: DoorSetup) -> None:
+        if door.lookup is None:
+            pytest.skip(f"{self.spec_id} has no lookup: every call it makes is a write")
+        call = door.lookup
+        sleeps = SleepRecorder()
+        door.server.fail_next(call.path, status=503, times=2)
+        session = HttpSession(allow_private_networks=True, sleep=sleeps, max_attempts=3)
+
+        result = door.connect(session).call(call.method, call.params)
+
+        assert result.first().get(call.result_key)
+        assert [r.status for r in door.server.requests_to(call.path)] == [503, 503, 200]
+        assert len(sleeps.waits) == 2
+        assert all(0 <= wait <= session.backoff_max for wait in sleeps.waits)
+
+    def test_a_5xx_on_a_write_is_not_retried(self, door: DoorSetup) -> None:
+        call = door.write
+        sleeps = SleepRecorder()
+        door.server.fail_next(call.path, status=500)
+        session = HttpSession(allow_private_networks=True, sleep=sleeps, max_attempts=3)
+
+        with pytest.raises(IntegrationError) as caught:
+            door.connect(session).call(call.method, call.params)
+
+        assert caught.value.status == 500
+        assert caught.value.permanent is False  # the task may try again later
+        assert "the server had an error" in caught.value.message
+        assert [r.status for r in door.server.requests_to(call.path)] == [500]
+        assert sleeps.waits == []
+
+    @pytest.mark.parametrize("address", private_addresses)
+    def test_the_ssrf_guard_refuses_a_private_address(self, door: DoorSetup, address: str) -> None:
+        # 127.0.0.1 is the sandbox itself, so a request that got through would be recorded;
+        # any other address would trip the loopback-only network guard of tests/conftest.py.
+        base_url = door.server.url if address == "127.0.0.1" else f"http://{address}"
+        for call in door.calls():
+            client = door.connect(HttpSession(allow_private_networks=False), base_url)
+
+            with pytest.raises(IntegrationError) as caught:
+                client.call(call.method, call.params)
+
+            message = caught.value.message
+            assert caught.value.permanent is True, call.method
+            assert f"Refused to connect to {address}: private network addresses" in message
+        assert door.server.requests == []
 
 
 def _step(spec: Spec, method: str, index: int | None) -> dict[str, Any]:

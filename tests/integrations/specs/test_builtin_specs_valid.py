@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import pathlib
 
@@ -10,6 +11,7 @@ import pytest
 from integrations.engine.readiness import MISSING, PARTIAL, PRESENT, readiness_report
 from integrations.engine.spec import load_spec, validate_spec
 from tests.integrations.specs.conftest import FIXTURES_DIR, SPECS_DIR, builtin_spec
+from tests.integrations.specs.contract import HttpDoorContract
 
 SPEC_FILES = sorted(SPECS_DIR.glob("*.json"))
 BUILT_IN = {"example-crm", "zoho-phonebridge", "example-sms", "ringrx-sms"}
@@ -36,6 +38,16 @@ def test_spec_loads_with_no_problems(path: pathlib.Path) -> None:
 @pytest.mark.parametrize("path", SPEC_FILES, ids=lambda path: path.stem)
 def test_spec_has_recorded_fixtures(path: pathlib.Path) -> None:
     assert list((FIXTURES_DIR / path.stem).glob("*.json")), f"record fixtures for {path.stem}"
+
+
+def test_every_built_in_spec_runs_the_http_door_contract() -> None:
+    # Retries and the SSRF guard are checked per spec by a HttpDoorContract subclass in the
+    # spec's test module; a new built-in spec without one fails here.
+    for module in pathlib.Path(__file__).parent.glob("test_*.py"):
+        importlib.import_module(f"{__package__}.{module.stem}")
+    covered = {contract.spec_id for contract in HttpDoorContract.__subclasses__()}
+
+    assert {path.stem for path in SPEC_FILES} - covered == set()
 
 
 @pytest.mark.parametrize(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
-from integrations.engine.auth import InMemoryTokenStore
+from integrations.engine.auth import InMemoryTokenStore, TokenSet
 from integrations.engine.client import SpecClient
 from integrations.engine.errors import IntegrationError
-from integrations.engine.http import AttemptRecord
+from integrations.engine.http import AttemptRecord, HttpSession
 from integrations.engine.signatures import SignatureInvalid
 from integrations.engine.webhooks import WebhookMatch, match_webhook
 from integrations.sandbox.recorder import RecorderSandbox
@@ -20,7 +21,12 @@ from integrations.sandbox.ringrx import (
     callback_payload,
 )
 from tests.integrations.specs.conftest import builtin_spec
-from tests.integrations.specs.contract import RecordedExchanges
+from tests.integrations.specs.contract import (
+    DoorCall,
+    DoorSetup,
+    HttpDoorContract,
+    RecordedExchanges,
+)
 
 SPEC_ID = "ringrx-sms"
 CALLBACK_TOKEN = "DESIGN-thick-because-guard"
@@ -39,16 +45,19 @@ def ringrx_client(
     server: RingRxSandbox,
     store: InMemoryTokenStore | None = None,
     attempts: list[AttemptRecord] | None = None,
+    session: HttpSession | None = None,
+    base_url: str | None = None,
 ) -> SpecClient:
     return SpecClient(
         builtin_spec(SPEC_ID),
         properties={
-            "API URL": server.url,
+            "API URL": base_url or server.url,
             "API Token": DEFAULT_API_TOKEN,
             "API Secret": DEFAULT_API_SECRET,
             "Callback Token": CALLBACK_TOKEN,
         },
         token_store=store,
+        session=session,
         allow_private_networks=True,
         on_attempt=attempts.append if attempts is not None else None,
     )
@@ -68,6 +77,24 @@ def callback(body: bytes, headers: dict[str, str]) -> WebhookMatch | None:
         headers=headers,
         properties={"Callback Token": CALLBACK_TOKEN},
     )
+
+
+class TestRingRxHttpDoor(HttpDoorContract):
+    spec_id = SPEC_ID
+
+    @pytest.fixture
+    def door(self, ringrx_server: RingRxSandbox) -> DoorSetup:
+        def connect(session: HttpSession, base_url: str | None = None) -> SpecClient:
+            if base_url is None:  # the first call exchanges the API key for a token
+                return ringrx_client(ringrx_server, session=session)
+            store = InMemoryTokenStore(TokenSet("jwt", "refresh", time.time() + 3600))
+            return ringrx_client(ringrx_server, store, session=session, base_url=base_url)
+
+        return DoorSetup(
+            server=ringrx_server,
+            connect=connect,
+            write=DoorCall("SendMessage", SMS, "/sms", "messageid"),
+        )
 
 
 class TestRingRxRecorded(RecordedExchanges):
@@ -196,6 +223,48 @@ def test_a_number_that_cannot_send_is_a_permanent_error(ringrx_server: RingRxSan
     assert caught.value.status == 422
     assert caught.value.permanent is True
     assert "not an SMS-enabled number" in caught.value.message
+
+
+def private_ringrx_client(attempts: list[AttemptRecord]) -> SpecClient:
+    """A client whose API URL is a private address, with no token yet (guard on)."""
+    return SpecClient(
+        builtin_spec(SPEC_ID),
+        properties={
+            "API URL": "http://10.0.0.1",
+            "API Token": DEFAULT_API_TOKEN,
+            "API Secret": DEFAULT_API_SECRET,
+        },
+        on_attempt=attempts.append,
+    )
+
+
+def test_a_private_api_url_refuses_the_token_exchange_before_the_secret_leaves() -> None:
+    attempts: list[AttemptRecord] = []
+
+    # The loopback-only network guard of tests/conftest.py fails the test on a connect.
+    with pytest.raises(IntegrationError) as caught:
+        private_ringrx_client(attempts).call("SendMessage", SMS)
+
+    assert DEFAULT_API_SECRET not in caught.value.message
+    token_attempt = attempts[0]
+    assert token_attempt.method_name == "authentication"
+    assert "Refused to connect to 10.0.0.1: private network addresses" in (
+        token_attempt.error or ""
+    )
+    assert [a.status for a in attempts] == [None] * len(attempts)  # nothing ever answered
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine: TokenAuthenticator turns any permanent token-request error into "
+    "'Token request failed ... reconnect the integration' (auth_failed), hiding the refusal",
+)
+def test_a_refused_token_exchange_says_why() -> None:
+    with pytest.raises(IntegrationError) as caught:
+        private_ringrx_client([]).call("SendMessage", SMS)
+
+    assert "private network addresses are not allowed" in caught.value.message
+    assert caught.value.auth_failed is False
 
 
 # -- the SMS callback --------------------------------------------------------------------

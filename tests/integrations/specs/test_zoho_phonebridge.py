@@ -16,7 +16,14 @@ from integrations.engine.http import HttpSession
 from integrations.sandbox.recorder import RecorderSandbox
 from integrations.sandbox.zoho import ZohoPhoneBridgeSandbox
 from tests.integrations.specs.conftest import SleepRecorder, builtin_spec
-from tests.integrations.specs.contract import CrmContract, CrmSetup, RecordedExchanges
+from tests.integrations.specs.contract import (
+    CrmContract,
+    CrmSetup,
+    DoorCall,
+    DoorSetup,
+    HttpDoorContract,
+    RecordedExchanges,
+)
 
 SPEC_ID = "zoho-phonebridge"
 PHONEBRIDGE = "/crm/v2/phonebridge"
@@ -100,6 +107,31 @@ class TestZohoContract(CrmContract):
             known_phone="+14155550100",
             known_name="Jane Doe",
             unknown_phone="+14155550999",
+        )
+
+
+class TestZohoHttpDoor(HttpDoorContract):
+    spec_id = SPEC_ID
+
+    @pytest.fixture
+    def door(self, integrated: ZohoPhoneBridgeSandbox) -> DoorSetup:
+        def connect(session: HttpSession, base_url: str | None = None) -> SpecClient:
+            if base_url is None:
+                return zoho_client(integrated, session=session)
+            # A token without Zoho's api_domain: the API Domain property is where calls go.
+            store = InMemoryTokenStore(TokenSet("1000.access", "1000.refresh", time.time() + 3600))
+            return zoho_client(integrated, store=store, session=session, API_Domain=base_url)
+
+        return DoorSetup(
+            server=integrated,
+            connect=connect,
+            lookup=DoorCall(
+                "FindContact",
+                {"phone": "+14155550100"},
+                PHONEBRIDGE + "/callerdetails",
+                "contact_id",
+            ),
+            write=DoorCall("CallRinging", INBOUND, PHONEBRIDGE + "/callreceived", "contact_id"),
         )
 
 
@@ -259,6 +291,55 @@ def test_installing_twice_accepts_pbx_already_enabled(
     integrate = [r for r in zoho_server.requests if r.path == PHONEBRIDGE + "/integrate"]
     assert len(integrate) == 2  # answered 403, not retried
     assert [r.path for r in zoho_server.requests][-1] == PHONEBRIDGE + "/clicktocallandcallcontrol"
+
+
+def test_install_fails_when_a_different_pbx_is_enabled(
+    zoho_server: ZohoPhoneBridgeSandbox,
+) -> None:
+    # 403 DIFFERENT_PBX_ALREADY_ENABLED contains the text PBX_ALREADY_ENABLED: only the quoted
+    # code is accepted, so this one must stop the install at its first step.
+    zoho_server.configure(other_pbx_enabled=True)
+
+    with pytest.raises(IntegrationError) as caught:
+        zoho_client(zoho_server).install()
+
+    assert caught.value.status == 403
+    assert caught.value.permanent is True
+    assert "Different PBX has been enabled for the Account" in caught.value.message
+    assert "DIFFERENT_PBX_ALREADY_ENABLED" in caught.value.message
+    assert [r.path for r in zoho_server.requests] == [PHONEBRIDGE + "/integrate"]
+    assert zoho_server.integrated is False
+    assert zoho_server.call_control is None
+
+
+def test_reinstalling_over_our_own_pbx_succeeds(integrated: ZohoPhoneBridgeSandbox) -> None:
+    zoho_client(integrated).install()  # the account already has our PBX enabled
+
+    integrate = integrated.last(PHONEBRIDGE + "/integrate")
+    assert integrate is not None and integrate.status == 403
+    assert integrated.integrated is True
+    assert integrated.call_control is not None
+
+
+@pytest.mark.parametrize(
+    ("setting", "status", "shown"),
+    [
+        ("pbx_registered", 400, "Patchbay is not registered"),
+        ("user_privileged", 403, "doesn't have enough privilege in Zoho CRM"),
+    ],
+)
+def test_install_fails_with_zohos_reason(
+    zoho_server: ZohoPhoneBridgeSandbox, setting: str, status: int, shown: str
+) -> None:
+    zoho_server.configure(**{setting: False})
+
+    with pytest.raises(IntegrationError) as caught:
+        zoho_client(zoho_server).install()
+
+    assert caught.value.status == status
+    assert caught.value.permanent is True
+    assert shown in caught.value.message
+    assert [r.path for r in zoho_server.requests] == [PHONEBRIDGE + "/integrate"]
 
 
 def test_install_still_fails_on_another_403(zoho_server: ZohoPhoneBridgeSandbox) -> None:
@@ -451,22 +532,10 @@ def test_a_zoho_error_is_shown_with_its_message(zoho_server: ZohoPhoneBridgeSand
     assert "PBX_NOT_INTEGRATED" in caught.value.message
 
 
-# -- the HTTP door -----------------------------------------------------------------------
+# -- the HTTP door beyond TestZohoHttpDoor ----------------------------------------------
 
 
-def test_rate_limited_lookup_waits_and_retries(
-    integrated: ZohoPhoneBridgeSandbox, sleeps: SleepRecorder
-) -> None:
-    integrated.rate_limit_next(PHONEBRIDGE + "/callerdetails", retry_after=5)
-    session = HttpSession(allow_private_networks=True, sleep=sleeps)
-
-    result = zoho_client(integrated, session=session).call("FindContact", {"phone": "+14155550100"})
-
-    assert result.first()["contact_id"] == JANE
-    assert len(sleeps.waits) == 1 and sleeps.waits[0] >= 5
-
-
-def test_a_5xx_on_an_event_post_is_not_retried(
+def test_a_5xx_on_an_event_post_shows_zohos_message(
     integrated: ZohoPhoneBridgeSandbox, sleeps: SleepRecorder
 ) -> None:
     integrated.fail_next(PHONEBRIDGE + "/callreceived", status=500)
@@ -478,17 +547,3 @@ def test_a_5xx_on_an_event_post_is_not_retried(
     assert caught.value.permanent is False
     assert "Internal server error" in caught.value.message
     assert len(integrated.requests_to(PHONEBRIDGE + "/callreceived")) == 1
-
-
-@pytest.mark.parametrize("address", ["http://10.0.0.1", "http://169.254.169.254"])
-def test_the_ssrf_guard_refuses_a_private_api_domain(
-    zoho_server: ZohoPhoneBridgeSandbox, address: str
-) -> None:
-    store = InMemoryTokenStore(TokenSet("1000.access", "1000.refresh", time.time() + 3600))
-    client = zoho_client(zoho_server, store=store, allow_private_networks=False, API_Domain=address)
-
-    with pytest.raises(IntegrationError) as caught:
-        client.call("Users")
-
-    assert "private network addresses are not allowed" in caught.value.message
-    assert zoho_server.requests == []
