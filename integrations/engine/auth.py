@@ -39,6 +39,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import re
 import threading
 import time
 import urllib.parse
@@ -249,8 +250,42 @@ class BasicAuthenticator(Authenticator):
         return {s for s in (self.password, self._encoded) if s}
 
 
-def _header_value(scheme: str, token: str) -> str:
-    return f"{scheme} {token}" if scheme else token
+_LINE_BREAKS = frozenset("\r\n\x00")
+_PASTE_AGAIN = "paste it again without spaces or new lines"
+
+
+def _header_value(scheme: str, token: str, *, source: str, advice: str = _PASTE_AGAIN) -> str:
+    """`scheme token` for an auth header; refuses a value with a line break.
+
+    A pasted API key often ends in a new line; sent as is, it would split the header (and
+    http.client's error would quote it). `source` names where the value came from ("the API
+    Key"); the value itself is never in the message.
+
+    Raises:
+        IntegrationError: permanent, `auth_failed` (a person must fix the credential).
+    """
+    value = f"{scheme} {token}" if scheme else token
+    if _LINE_BREAKS.intersection(value):
+        raise IntegrationError(
+            f"{source[:1].upper()}{source[1:]} contains a line break; {advice}",
+            permanent=True,
+            auth_failed=True,
+        )
+    return value
+
+
+_PLACEHOLDER = re.compile(r"\$([^$]+)\$|\{([^{}]+)\}")
+
+
+def _credential_source(*templates: Any) -> str:
+    """Which properties a credential is rendered from, for messages: "the API Key"."""
+    names: list[str] = []
+    for template in templates:
+        for match in _PLACEHOLDER.finditer(template if isinstance(template, str) else ""):
+            name = match.group(1) or match.group(2)
+            if name not in names:
+                names.append(name)
+    return " or ".join(f"the {name}" for name in names) or "the token"
 
 
 class BearerAuthenticator(Authenticator):
@@ -259,14 +294,21 @@ class BearerAuthenticator(Authenticator):
     kind = "bearer"
 
     def __init__(
-        self, token: str, *, header: str = "Authorization", scheme: str = "Bearer"
+        self,
+        token: str,
+        *,
+        header: str = "Authorization",
+        scheme: str = "Bearer",
+        source: str = "the token",
     ) -> None:
         self.token = token
         self.header = header
         self.scheme = scheme
+        # Where the token comes from, for messages ("the API Key").
+        self.source = source
 
     def prepare(self, headers: dict[str, str]) -> None:
-        headers[self.header] = _header_value(self.scheme, self.token)
+        headers[self.header] = _header_value(self.scheme, self.token, source=self.source)
 
     def secrets(self) -> set[str]:
         return {self.token} if self.token else set()
@@ -301,7 +343,12 @@ class _RefreshingAuthenticator(Authenticator):
     def prepare(self, headers: dict[str, str]) -> None:
         tokens = self.current_tokens()
         self._sent.access_token = tokens.access_token
-        headers[self.header] = _header_value(self.scheme, tokens.access_token)
+        headers[self.header] = _header_value(
+            self.scheme,
+            tokens.access_token,
+            source="the access token the provider issued",
+            advice="reconnect the integration",
+        )
 
     def handle_unauthorized(self) -> bool:
         rejected = getattr(self._sent, "access_token", None)
@@ -654,7 +701,12 @@ def authenticator_for(
         return BasicAuthenticator(required("username"), _as_text(fields.get("password") or ""))
     if kind == "bearer":
         scheme = "Bearer" if scheme_value is None else _as_text(scheme_value)
-        return BearerAuthenticator(required("token"), header=header, scheme=scheme)
+        return BearerAuthenticator(
+            required("token"),
+            header=header,
+            scheme=scheme,
+            source=_credential_source(auth.get("token"), auth.get("scheme")),
+        )
     store = store if store is not None else InMemoryTokenStore()
     lock = lock if lock is not None else ThreadingRefreshLock()
     scheme = "Bearer" if scheme_value is None else _as_text(scheme_value)

@@ -31,8 +31,13 @@ from integrations.engine.auth import (
     send_with_auth,
 )
 from integrations.engine.errors import IntegrationError, Problem, SpecError
-from integrations.engine.http import AttemptRecord, HttpSession, OutboundRequest
-from integrations.engine.mapping import map_response
+from integrations.engine.http import (
+    AttemptRecord,
+    HttpSession,
+    OutboundRequest,
+    ResponseTooLarge,
+)
+from integrations.engine.mapping import is_list_map, map_response
 from integrations.engine.request import (
     RenderedRequest,
     build_request,
@@ -56,6 +61,8 @@ class CallResult:
 
     `records`: the mapped records (list methods) or the captured values as one record.
     `values`: every value captured by any step (a create method's `contact_id`, ...).
+    `is_list`: the method returns a list (a list method's name, or its last step's
+    response map has an "each" array); decided by the spec, not by which steps ran.
     `requests`: what was sent, for showing to a person (use `redacted_summary`).
     """
 
@@ -74,7 +81,7 @@ class CallResult:
 
     def to_json(self) -> list[dict[str, Any]] | dict[str, Any]:
         """A list for list methods (even with one record), an object otherwise."""
-        if self.is_list or self.method_name in LIST_METHODS:
+        if self.is_list:
             return self.records
         return self.first()
 
@@ -243,12 +250,16 @@ class SpecClient:
         """
         if steps is None:
             return self._uses("recording_base64")
-        variables = [
-            name
-            for name, expression in self.spec.variables.items()
-            if self._uses("recording_base64", expression)
-        ]
-        return any(self._uses(name, steps) for name in ["recording_base64", *variables])
+        # Follow variables through each other: `rec = $recording_base64$`, `payload` from `$rec$`.
+        names = {"recording_base64"}
+        grew = True
+        while grew:
+            grew = False
+            for variable, expression in self.spec.variables.items():
+                if variable not in names and any(self._uses(n, expression) for n in names):
+                    names.add(variable)
+                    grew = True
+        return any(self._uses(name, steps) for name in names)
 
     def _uses(self, name: str, template: Any = None) -> bool:
         marker = f"{{{name}}}" if self.spec.var_char == "{}" else f"${name}$"
@@ -285,21 +296,19 @@ class SpecClient:
                 allow_private_networks=self.session.allow_private_networks,
                 max_response_bytes=RECORDING_BASE64_MAX_BYTES,
             )
-            response = capped.send(
-                OutboundRequest(http_method="GET", url=source, retry_safe=True),
-                method_name="recording",
-            )
+            try:
+                response = capped.send(
+                    OutboundRequest(http_method="GET", url=source, retry_safe=True),
+                    method_name="recording",
+                )
+            except ResponseTooLarge as error:
+                raise _recording_too_large(url=error.url) from None
             data = response.content
         else:
             with open(source, "rb") as handle:
                 data = handle.read(RECORDING_BASE64_MAX_BYTES + 1)
             if len(data) > RECORDING_BASE64_MAX_BYTES:
-                raise IntegrationError(
-                    f"The recording is larger than {RECORDING_BASE64_MAX_BYTES // 1_000_000} MB "
-                    "and cannot be sent inline; use a multipart upload in the spec.",
-                    method="recording",
-                    permanent=True,
-                )
+                raise _recording_too_large()
         return base64.b64encode(data).decode()
 
     def call(self, method_name: str, params: Mapping[str, Any] | None = None) -> CallResult:
@@ -351,15 +360,21 @@ class SpecClient:
         *,
         pointer_base: str | None = None,
     ) -> CallResult:
-        result = CallResult(method_name=method_name)
+        result = CallResult(
+            method_name=method_name,
+            is_list=method_name in LIST_METHODS
+            or bool(steps and is_list_map(steps[-1].get("response_map"))),
+        )
         context = dict(values)
         base = pointer_base if pointer_base is not None else f"/API/{method_name}"
+        listed = False  # some step's response map returned records
+        found = False  # some step returned a record or captured a value (4.9 "fallback")
         for index, step in enumerate(steps):
             pointer = base + (f"/{index}" if stepped else "")
             mode = step.get("mode", "then")
-            if mode == "fallback" and result.records:
+            if mode == "fallback" and found:
                 continue
-            if not should_run(self.spec, step, context):
+            if not should_run(self.spec, step, context, pointer=pointer):
                 continue
             request = build_request(self.spec, step, context, pointer=pointer)
             result.requests.append(request)
@@ -378,8 +393,11 @@ class SpecClient:
             )
             result.values.update(mapped.values)
             context.update(mapped.values)
+            # A single-object map ("[0]") finds by capturing, a list map by returning records.
+            if mapped.records or any(v not in (None, "") for v in mapped.values.values()):
+                found = True
             if mapped.is_list:
-                result.is_list = True
+                listed = True
                 if mode == "merge":
                     result.records = _dedupe([*result.records, *mapped.records])
                 else:
@@ -387,7 +405,7 @@ class SpecClient:
                 if mapped.records:
                     # Later steps see the first record's values (find-then-create chains).
                     context.update(mapped.records[0])
-        if not result.is_list:
+        if not listed:
             result.records = [result.values] if result.values else []
         return result
 
@@ -404,7 +422,7 @@ class SpecClient:
         for index, step in enumerate(steps):
             pointer = f"/API/{method_name}" + (f"/{index}" if stepped else "")
             try:
-                if not should_run(self.spec, step, values):
+                if not should_run(self.spec, step, values, pointer=pointer):
                     continue
                 requests.append(build_request(self.spec, step, values, pointer=pointer))
             except SpecError:
@@ -412,6 +430,19 @@ class SpecClient:
                     raise
                 break
         return requests
+
+
+def _recording_too_large(url: str | None = None) -> IntegrationError:
+    """The one message for a recording too large to inline, from a file or a URL."""
+    cap = RECORDING_BASE64_MAX_BYTES
+    size = f"{cap // 1_000_000} MB" if cap >= 1_000_000 else f"{cap} bytes"
+    return IntegrationError(
+        f"The recording is larger than {size} and cannot be sent inline; "
+        "use a multipart upload in the spec.",
+        method="recording",
+        url=url,
+        permanent=True,
+    )
 
 
 def _record_key(record: Mapping[str, Any]) -> Any:

@@ -7,7 +7,8 @@ Values are written as placeholders (`$call_duration$`, or `{call_duration}` unde
 `"var_char": "{}"`); a bare name is an error. There is no attribute access, no power operator,
 no dict or set literals (they would collide with `{}` placeholders), no comprehensions or
 f-strings, expressions are at most `MAX_EXPRESSION_LENGTH` characters and `MAX_NODES` syntax
-nodes, and strings built at run time are capped at `MAX_TEXT_LENGTH` characters.
+nodes, and strings built at run time are capped at `MAX_TEXT_LENGTH` characters (a repeated
+list at as many elements, counting what nested lists hold).
 
 Unset values propagate: an operator, comparison or ordinary function with an unset (or null)
 operand gives `UNSET`, so a variable whose inputs are missing is itself missing and never an
@@ -76,6 +77,35 @@ def _check_text(text: str) -> str:
     if len(text) > MAX_TEXT_LENGTH:
         raise ExpressionError(f"result longer than {MAX_TEXT_LENGTH} characters")
     return text
+
+
+def _size(value: Any, limit: int = MAX_TEXT_LENGTH) -> int:
+    """What a value holds: characters of text plus one per element, through nested lists.
+
+    Counting stops once it passes `limit` (the cost of counting is bounded too). A list that
+    repeats one inner list counts the inner list each time, as `str()` would write it.
+    """
+    total = 0
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str | bytes):
+            total += len(item)
+        elif isinstance(item, list | tuple | dict):
+            children = list(item.items()) if isinstance(item, dict) else item
+            total += 1
+            if total + len(children) > limit:
+                return total + len(children)
+            pending.extend(children)
+        else:
+            total += 1
+        if total > limit:
+            return total
+    return total
+
+
+def _too_large() -> ExpressionError:
+    return ExpressionError(f"result larger than {MAX_TEXT_LENGTH} characters or elements")
 
 
 def _missing(value: Any) -> bool:
@@ -323,15 +353,17 @@ def _len(value: Any) -> int:
 
 
 def _str(value: Any) -> str:
-    return to_text(value)
+    if _size(value) > MAX_TEXT_LENGTH:
+        raise _too_large()  # refused before writing it out
+    return _check_text(to_text(value))
 
 
 def _upper(value: Any) -> str:
-    return to_text(value).upper()
+    return _check_text(_str(value).upper())
 
 
 def _lower(value: Any) -> str:
-    return to_text(value).lower()
+    return _check_text(_str(value).lower())
 
 
 # name -> (function, minimum arguments, maximum arguments or None for any)
@@ -594,6 +626,20 @@ def _safe_mod(left: Any, right: Any) -> Any:
     return operator.mod(left, right)
 
 
+def _safe_mult(left: Any, right: Any) -> Any:
+    # `[[0] * 6000] * 6000` is 36 million elements although the outer list has one: a
+    # repetition is bounded by everything its operand holds, not only by its length.
+    for sequence, count in ((left, right), (right, left)):
+        if (
+            isinstance(sequence, str | bytes | list | tuple)
+            and isinstance(count, int)
+            and count > 0
+            and _size(sequence) * count > MAX_TEXT_LENGTH
+        ):
+            raise _too_large()
+    return operator.mul(left, right)
+
+
 def _safe_not(value: Any) -> Any:
     return UNSET if _missing(value) else not value
 
@@ -601,7 +647,7 @@ def _safe_not(value: Any) -> Any:
 _OPERATORS: Final = {
     ast.Add: _propagating(simpleeval.safe_add),
     ast.Sub: _propagating(operator.sub),
-    ast.Mult: _propagating(simpleeval.safe_mult),
+    ast.Mult: _propagating(_safe_mult),
     ast.Div: _propagating(operator.truediv),
     ast.FloorDiv: _propagating(operator.floordiv),
     ast.Mod: _propagating(_safe_mod),

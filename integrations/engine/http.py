@@ -65,6 +65,7 @@ __all__ = [
     "MultipartPartLike",
     "OutboundRequest",
     "RequestLike",
+    "ResponseTooLarge",
     "redact",
 ]
 
@@ -446,6 +447,10 @@ class _AttemptFailure(Exception):
         self.body_excerpt = body_excerpt
 
 
+class ResponseTooLarge(IntegrationError):
+    """A response passed the session's `max_response_bytes`; reading it stopped there."""
+
+
 class HttpSession:
     """The engine's HTTP client. Thread-safe; one instance can serve every installation.
 
@@ -659,6 +664,19 @@ class HttpSession:
             failure.error.url = url_for_log
             error_text = failure.error.message
             raise failure from None
+        except ValueError:
+            # http.client refuses a header with a line break ("Invalid header value b'Bearer
+            # <the key>\r\n'"): its text holds the secret, so it is never passed on.
+            error = IntegrationError(
+                f"The request to {host} ({method_name}) was not sent: a header or the URL "
+                "contains a line break or another character HTTP does not allow; check the "
+                "integration's credentials and settings for a stray new line",
+                method=method_name,
+                url=url_for_log,
+                permanent=True,
+            )
+            error_text = error.message
+            raise _AttemptFailure(error, retryable=False) from None
         finally:
             if response is not None:
                 response.close()
@@ -688,7 +706,7 @@ class HttpSession:
         timeout: float,
     ) -> bytes:
         cap = self.max_response_bytes
-        too_big = IntegrationError(
+        too_big = ResponseTooLarge(
             f"Response from {host} ({method_name}) is larger than {cap} bytes; stopped reading it",
             status=response.status_code,
             method=method_name,

@@ -385,6 +385,11 @@ def apply_response_map(
     return result
 
 
+def is_list_map(template: Any) -> bool:
+    """Whether a response map returns records (it has an "each" array), whatever the answer."""
+    return template is not None and _has_each(template)
+
+
 def _has_each(template: Any) -> bool:
     if isinstance(template, list):
         return len(template) == 1 or any(_has_each(t) for t in template)

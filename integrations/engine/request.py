@@ -136,13 +136,19 @@ def prepare_context(spec: Spec, values: Mapping[str, Any]) -> dict[str, Any]:
     return context
 
 
-def should_run(spec: Spec, step: Mapping[str, Any], values: Mapping[str, Any]) -> bool:
-    """Whether a step's `when` holds (True when it has none; an UNSET result is False)."""
+def should_run(
+    spec: Spec, step: Mapping[str, Any], values: Mapping[str, Any], *, pointer: str = ""
+) -> bool:
+    """Whether a step's `when` holds (True when it has none; an UNSET result is False).
+
+    `pointer` locates the step (`/API/CreateContact/1`); a failing condition is reported at
+    `<pointer>/when`.
+    """
     condition = step.get("when")
     if not condition:
         return True
     context = prepare_context(spec, values)
-    result = evaluate(condition, context, spec.var_char, pointer="/when")
+    result = evaluate(condition, context, spec.var_char, pointer=pointer + "/when")
     return result is not UNSET and bool(result)
 
 
@@ -337,6 +343,7 @@ def _render_request_url(
             var_char,
             encode=True,
             raw_names=spec.raw_url_names,
+            whole_url=True,
             pointer=pointer + "/request_url",
         )
     if not spec.resource_url:

@@ -331,14 +331,16 @@ def render_url(
     *,
     encode: bool = True,
     raw_names: Collection[str] = (),
+    whole_url: bool = False,
     pointer: str = "",
 ) -> str:
     """Render a URL template.
 
     With `encode`, each substituted value is percent-encoded as one path segment, except values
     named in `raw_names` (properties and installation values: base URLs are inserted as written)
-    and a placeholder that starts the template (it can only be a base URL). Without `encode`
-    (resource_url) every value is inserted as written.
+    and, for a `whole_url` template (request_url), a placeholder that starts it (it can only be
+    a base URL). A `request_path` is not a whole URL: a value that starts it is one segment
+    like any other. Without `encode` (resource_url) every value is inserted as written.
 
     Raises SpecError naming every placeholder that is unset or null.
     """
@@ -353,7 +355,8 @@ def render_url(
             missing.append(format_placeholder(part.name, var_char))
             continue
         text = to_text(value)
-        if encode and part.start != 0 and part.name not in raw_names:
+        leading_base = whole_url and part.start == 0
+        if encode and not leading_base and part.name not in raw_names:
             text = encode_path_segment(text)
         out.append(text)
     if missing:

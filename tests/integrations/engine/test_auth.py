@@ -126,6 +126,56 @@ def test_bearer_header_scheme_and_bare_token(
     assert local_server.requests_to("/me")[0].headers[header] == value
 
 
+@pytest.mark.parametrize("api_key", ["k-123\r\nX-Evil: 1", "k-123\r\n", "k-123\n"])
+def test_a_pasted_key_with_a_line_break_is_refused_by_name_and_not_sent(
+    local_server: LocalServer, api_key: str
+) -> None:
+    local_server.route("GET", "/me", Reply(200))
+    records: list[AttemptRecord] = []
+    authenticator = authenticator_for(
+        {"type": "bearer", "token": "$API Key$"}, render=render_with({"API Key": api_key})
+    )
+    with pytest.raises(IntegrationError) as caught:
+        send_with_auth(
+            http_session(on_attempt=records.append),
+            Req("GET", local_server.url("/me")),
+            method_name="Users",
+            authenticator=authenticator,
+        )
+    assert caught.value.message == (
+        "The API Key contains a line break; paste it again without spaces or new lines"
+    )
+    assert caught.value.permanent and caught.value.auth_failed
+    assert "k-123" not in repr(caught.value.args) and all("k-123" not in repr(r) for r in records)
+    assert local_server.hits["/me"] == 0
+
+
+def test_an_issued_access_token_with_a_line_break_is_refused(local_server: LocalServer) -> None:
+    local_server.route("GET", "/me", Reply(200))
+    store = InMemoryTokenStore(TokenSet(access_token="at-1\r\nX-Evil: 1", expires_at=None))
+    authenticator = authenticator_for(
+        {
+            "type": "oauth2",
+            "authorize_url": local_server.url("/oauth/auth"),
+            "token_url": local_server.url("/oauth/token"),
+            "client_id": "cid",
+        },
+        session=http_session(),
+        store=store,
+    )
+    with pytest.raises(IntegrationError) as caught:
+        send_with_auth(
+            http_session(),
+            Req("GET", local_server.url("/me")),
+            method_name="Users",
+            authenticator=authenticator,
+        )
+    assert caught.value.message == (
+        "The access token the provider issued contains a line break; reconnect the integration"
+    )
+    assert local_server.hits["/me"] == 0
+
+
 def test_none_adds_nothing_and_401_is_auth_failed(local_server: LocalServer) -> None:
     local_server.route("GET", "/me", Reply(401))
     authenticator = authenticator_for({"type": "none"})

@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
+from integrations.engine import client as client_module
 from integrations.engine.auth import InMemoryTokenStore, TokenSet
 from integrations.engine.client import CallResult, SpecClient, request_summary
-from integrations.engine.errors import SpecError
+from integrations.engine.errors import IntegrationError, SpecError
 from integrations.engine.spec import load_spec
 from tests.integrations.engine.conftest import LocalServer, Received, Reply
 
@@ -127,6 +128,35 @@ def test_a_fallback_step_runs_when_earlier_steps_found_nothing(local_server: Loc
     result = client_for(local_server, _fallback_spec()).call("SearchContacts", {"query": "x"})
 
     assert [r["contact_id"] for r in result.records] == ["l-1"]
+
+
+def test_a_failing_step_condition_is_reported_at_the_steps_pointer(
+    local_server: LocalServer,
+) -> None:
+    local_server.route("POST", "/accounts", Reply(201, {"id": "a-9"}))
+    document = spec_with(
+        {
+            "CreateContact": [
+                {
+                    "request_method": "POST",
+                    "request_path": "/accounts",
+                    "response_map": {"id": "$account_id$"},
+                },
+                {
+                    "when": "$count$ / 0 > 1",
+                    "request_method": "POST",
+                    "request_path": "/contacts",
+                },
+            ]
+        },
+        parameters={"count": "integer"},
+    )
+
+    with pytest.raises(SpecError) as caught:
+        client_for(local_server, document).call("CreateContact", {"count": 3})
+
+    assert caught.value.problems[0].pointer == "/API/CreateContact/1/when"
+    assert local_server.requests_to("/contacts") == []
 
 
 def test_a_merge_step_adds_its_records_once_each(local_server: LocalServer) -> None:
@@ -418,6 +448,54 @@ def test_recording_base64_reads_a_local_file(local_server: LocalServer, tmp_path
 
     sent = local_server.requests_to("/upload")[0].json()
     assert base64.b64decode(sent["audio"]) == b"RIFF....WAVE"
+
+
+def test_recording_base64_is_fetched_for_a_variable_built_from_another_variable(
+    local_server: LocalServer,
+) -> None:
+    audio = b"ID3" + bytes(range(50))
+    local_server.route("GET", "/rec.mp3", Reply(200, audio))
+    local_server.route("POST", "/upload", Reply(200, {}))
+    document = spec_with(
+        {
+            "UploadRecording": {
+                "request_method": "POST",
+                "request_path": "/upload",
+                "request_parameters": {"audio": "$payload$"},
+            }
+        },
+        variables={
+            "rec": "$recording_base64$",
+            "payload": "join('', ['data:audio/mpeg;base64,', $rec$])",
+        },
+    )
+
+    client_for(local_server, document).call(
+        "UploadRecording", {"recording_url": local_server.url("/rec.mp3")}
+    )
+
+    sent = local_server.requests_to("/upload")[0].json()
+    assert sent == {"audio": "data:audio/mpeg;base64," + base64.b64encode(audio).decode()}
+
+
+def test_a_recording_url_too_large_to_inline_says_to_use_a_multipart_upload(
+    local_server: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_module, "RECORDING_BASE64_MAX_BYTES", 10)
+    local_server.route("GET", "/rec.mp3", Reply(200, b"x" * 11))
+    local_server.route("GET", "/stream.mp3", Reply(200, b"x" * 11, send_length=False))
+    local_server.route("POST", "/upload", Reply(200, {}))
+    client = client_for(local_server, _recording_spec())
+
+    for path in ("/rec.mp3", "/stream.mp3"):
+        with pytest.raises(IntegrationError) as caught:
+            client.call("UploadRecording", {"recording_url": local_server.url(path)})
+        assert caught.value.message == (
+            "The recording is larger than 10 bytes and cannot be sent inline; "
+            "use a multipart upload in the spec."
+        )
+        assert caught.value.permanent
+    assert local_server.requests_to("/upload") == []
 
 
 def test_recording_is_not_fetched_for_methods_that_do_not_send_it(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 from hypothesis import given
@@ -152,6 +153,24 @@ def test_expression_size_and_cost_are_bounded() -> None:
         evaluate("pad(1, 100000000)", {})
     with pytest.raises(ExpressionError, match="longer than"):
         evaluate("replace($s$, 'a', $big$)", {"s": "a" * 1000, "big": "b" * 1000})
+    # Repeating a list counts what its elements hold, not only its own length.
+    started = time.monotonic()
+    with pytest.raises(ExpressionError, match="larger than"):
+        evaluate("len(str([[0] * 6000] * 6000))", {})
+    with pytest.raises(ExpressionError, match="larger than"):
+        evaluate("[[0] * 99999] * 99999", {})
+    with pytest.raises(ExpressionError, match="larger than"):
+        evaluate("[$s$] * 1000", {"s": "x" * 1000})
+    # Text built by str, upper and lower is capped like every other text.
+    with pytest.raises(ExpressionError, match="larger than"):
+        evaluate("str([$s$, $s$])", {"s": "x" * 60_000})
+    with pytest.raises(ExpressionError, match="longer than"):
+        evaluate("upper($s$)", {"s": "\u00df" * 60_000})  # each ß becomes SS
+    with pytest.raises(ExpressionError, match="longer than"):
+        evaluate("lower(str($l$))", {"l": list(range(30_000))})
+    assert time.monotonic() - started < 2
+    assert evaluate("len([[0] * 100] * 100)", {}) == 100
+    assert evaluate("upper('abc') + str([1, 2])", {}) == "ABC[1,2]"
 
 
 def test_runtime_failures_are_expression_errors_with_pointer() -> None:

@@ -7,6 +7,7 @@ import email.utils
 import hashlib
 import json
 import os
+import random
 import socket
 import time
 import tracemalloc
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
+import requests.auth
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -175,6 +178,37 @@ def test_get_retried_after_two_500s_then_succeeds(local_server: LocalServer) -> 
     assert [r.attempt for r in records] == [1, 2, 3]
     assert records[0].error and records[0].error.startswith("500 from 127.0.0.1")
     assert records[2].error is None
+
+
+class _TopOfRange(random.Random):
+    """A random source whose jitter always lands on the top of the range it is given."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+def test_backoff_waits_double_up_to_the_maximum(local_server: LocalServer) -> None:
+    local_server.route("GET", "/down", Reply(503))
+    sleeps = Sleeps()
+    http = session(sleep=sleeps, max_attempts=5, backoff_base=0.5, backoff_max=1.5)
+    # With every jitter draw at the top of its range, the waits are the caps themselves:
+    # base * 2**(n-1), then backoff_max.
+    http._random = _TopOfRange()
+    with pytest.raises(IntegrationError):
+        http.send(Req("GET", local_server.url("/down")), method_name="Users")
+    assert sleeps == [0.5, 1.0, 1.5, 1.5]
+
+
+def test_backoff_jitter_is_drawn_from_the_whole_range(local_server: LocalServer) -> None:
+    local_server.route("GET", "/down", Reply(503))
+    sleeps = Sleeps()
+    http = session(sleep=sleeps, max_attempts=4, backoff_base=0.5)
+    http._random.seed(1234)
+    with pytest.raises(IntegrationError):
+        http.send(Req("GET", local_server.url("/down")), method_name="Users")
+    expected = random.Random(1234)
+    assert sleeps == [expected.uniform(0, 0.5), expected.uniform(0, 1.0), expected.uniform(0, 2.0)]
+    assert len(set(sleeps)) == 3 and all(wait > 0 for wait in sleeps)
 
 
 def test_gives_up_after_max_attempts_with_transient_error(local_server: LocalServer) -> None:
@@ -424,6 +458,32 @@ def test_secret_in_form_body_is_redacted_in_records(local_server: LocalServer) -
         assert form not in str(record)
     # Tokens in a response are redacted by key even though nobody knew them in advance.
     assert "fresh-token-123" not in str(record.response_body_excerpt)
+
+
+class _HeaderAuth(requests.auth.AuthBase):
+    """A requests auth hook that sets one header as given (like an authenticator does)."""
+
+    def __init__(self, name: str, value: str) -> None:
+        self.name, self.value = name, value
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers[self.name] = self.value
+        return request
+
+
+def test_a_header_http_refuses_is_a_permanent_redacted_error(local_server: LocalServer) -> None:
+    local_server.route("GET", "/me", Reply(200))
+    records: list[AttemptRecord] = []
+    with pytest.raises(IntegrationError) as caught:
+        session(on_attempt=records.append).send(
+            Req("GET", local_server.url("/me"), redact={"s3cret"}),
+            method_name="Users",
+            auth=_HeaderAuth("Authorization", "Bearer s3cret\r\nX-Evil: 1"),
+        )
+    assert caught.value.permanent and caught.value.method == "Users"
+    assert "line break" in caught.value.message
+    assert "s3cret" not in _all_text(caught.value, records)
+    assert local_server.hits["/me"] == 0 and len(records) == 1
 
 
 def test_redact_replaces_raw_and_encoded_forms() -> None:

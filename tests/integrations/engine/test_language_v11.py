@@ -247,6 +247,53 @@ def test_steps_skip_account_steps_when_their_condition_is_false(
     assert result.first()["contact_id"].startswith("c-")
 
 
+def _steps_with_a_single_object_find() -> Spec:
+    """The steps fixture whose account search keeps only the first match (`"[0]"`, v1.1)."""
+    data = json.loads((FIXTURES / "steps.json").read_text())
+    data["API"]["CreateContact"][0]["response_map"] = {"records": {"[0]": {"id": "$account_id$"}}}
+    return load_spec(data)
+
+
+def test_a_fallback_is_skipped_when_a_single_object_find_found_the_record(
+    crm_server: GenericCrmSandbox,
+) -> None:
+    result = crm_client(_steps_with_a_single_object_find(), crm_server, Tenant="t-1").call(
+        "CreateContact",
+        {"contact_last_name": "Coyote", "phone": "+14155550996", "contact_company": "Acme Corp"},
+    )
+    assert crm_server.requests_to("/accounts", method="POST") == []
+    assert crm_server.contacts[result.first()["contact_id"]]["account_id"] == "a-1"
+
+
+def test_a_fallback_runs_when_a_single_object_find_found_nothing(
+    crm_server: GenericCrmSandbox,
+) -> None:
+    result = crm_client(_steps_with_a_single_object_find(), crm_server, Tenant="t-1").call(
+        "CreateContact",
+        {"contact_last_name": "Runner", "phone": "+14155550995", "contact_company": "Newco"},
+    )
+    assert crm_server.accounts[result.values["account_id"]]["name"] == "Newco"
+
+
+@pytest.mark.parametrize(
+    "company",
+    ["Acme Corp", "Newco", None],
+    ids=["company-exists", "company-created", "no-company"],
+)
+def test_a_stepped_create_prints_one_object(
+    crm_server: GenericCrmSandbox, company: str | None
+) -> None:
+    """`spec call --json CreateContact` prints the created contact, whatever path ran."""
+    params = {"contact_last_name": "Shape", "phone": "+14155550994", "contact_company": company}
+    result = crm_client(fixture_spec("steps"), crm_server, Tenant="t-1").call(
+        "CreateContact", params
+    )
+    printed = result.to_json()
+    assert isinstance(printed, dict)
+    assert crm_server.contacts[printed["contact_id"]]["last_name"] == "Shape"
+    assert ("account_id" in printed) == (company is not None)
+
+
 def test_step_using_a_value_only_a_later_step_captures_is_a_validation_problem() -> None:
     data = json.loads((FIXTURES / "steps.json").read_text())
     data["parameters"]["company_id"] = "string"

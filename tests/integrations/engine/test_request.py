@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from integrations.engine.errors import SpecError
 from integrations.engine.request import (
@@ -104,6 +107,29 @@ def test_path_values_are_encoded_and_base_urls_are_not() -> None:
         {**PROPERTIES, "Instance URL": "https://crm.example.com/tenant-a", "query": "a/b c"},
     )
     assert request.url == "https://crm.example.com/tenant-a/api/search/a%2Fb%20c"
+
+
+def test_a_value_that_starts_the_request_path_is_encoded() -> None:
+    spec = crm_spec(
+        API={"GetNotes": {"request_method": "GET", "request_path": "$user_name$/notes"}}
+    )
+    request = build_request(
+        spec, spec.methods["GetNotes"], {**PROPERTIES, "user_name": "../../admin?x=1#"}
+    )
+    assert request.url == "https://crm.example.com/api/..%2F..%2Fadmin%3Fx%3D1%23/notes"
+
+
+@given(value=st.text(min_size=1))
+def test_a_leading_request_path_value_stays_one_segment_of_the_url(value: str) -> None:
+    spec = crm_spec(
+        API={"GetNotes": {"request_method": "GET", "request_path": "$user_name$/notes"}}
+    )
+    url = build_request(spec, spec.methods["GetNotes"], {**PROPERTIES, "user_name": value}).url
+    parts = urlsplit(url)
+    assert (parts.query, parts.fragment) == ("", "")
+    segments = parts.path.split("/")
+    assert segments[:2] == ["", "api"] and segments[-1] == "notes" and len(segments) == 4
+    assert unquote(segments[2]) == value
 
 
 def test_request_url_inserts_properties_as_written_and_encodes_parameters() -> None:

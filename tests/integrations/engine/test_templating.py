@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from integrations.engine.errors import SpecError
@@ -104,6 +104,17 @@ def test_keys_are_templates() -> None:
     assert render_json({"$Field$": "x"}, {}) == {}
 
 
+def test_a_value_holding_a_placeholder_stays_literal() -> None:
+    """A contact named "$secret$" is sent as that text, never as the secret's value."""
+    values = {"name": "$secret$", "other": "{secret}", "secret": "SECRET"}
+    assert render_text("Hi $name$", values) == "Hi $secret$"
+    assert render_json({"n": "$name$", "s": "<$name$>"}, values) == {
+        "n": "$secret$",
+        "s": "<$secret$>",
+    }
+    assert render_text("Hi {other}", values, "{}") == "Hi {secret}"
+
+
 def test_brace_syntax() -> None:
     assert render_json({"a": "{x}", "b": "id-{x}"}, {"x": 4}, "{}") == {"a": 4, "b": "id-4"}
 
@@ -123,8 +134,10 @@ def test_base_url_and_raw_names_are_inserted_as_written() -> None:
         render_url("$Instance URL$/c/$id$", values, raw_names={"Instance URL"})
         == "https://x.example.com/base/c/1%2F2"
     )
-    # A leading placeholder is a base URL even without being named.
-    assert render_url("$base$/c", {"base": "https://h/p"}) == "https://h/p/c"
+    # A placeholder that starts a whole URL (request_url) is its base even without being named.
+    assert render_url("$base$/c", {"base": "https://h/p"}, whole_url=True) == "https://h/p/c"
+    # One that starts a request_path is a path segment like any other.
+    assert render_url("$id$/c", {"id": "../a?b#"}) == "..%2Fa%3Fb%23/c"
     assert render_url("$a$/$b$", {"a": "https://h", "b": "x/y"}, encode=False) == "https://h/x/y"
 
 
@@ -157,6 +170,8 @@ names = st.text(
 
 
 @given(value=st.text())
+@example(value="$secret$")
+@example(value="x $secret$ $$ y")
 def test_rendering_is_single_pass(value: str) -> None:
     """A substituted value is never expanded again, whatever it contains."""
     values = {"a": value, "secret": "SECRET"}
@@ -166,6 +181,8 @@ def test_rendering_is_single_pass(value: str) -> None:
 
 
 @given(value=st.text())
+@example(value="{b}")
+@example(value="x {b} {{ y")
 def test_single_pass_holds_for_brace_syntax(value: str) -> None:
     assert render_text("<{a}>", {"a": value, "b": "B"}, "{}") == f"<{value}>"
 
@@ -180,6 +197,16 @@ def test_path_encoding_round_trips(value: str) -> None:
     assert unquote(segments[2]) == value
     assert segments[2] not in (".", "..")
     assert "?" not in url and "#" not in url
+
+
+@given(value=st.text(min_size=1))
+def test_a_value_that_starts_the_path_stays_one_segment(value: str) -> None:
+    path = render_url("$id$/notes", {"id": value})
+    assert "?" not in path and "#" not in path
+    segments = path.split("/")
+    assert len(segments) == 2 and segments[1] == "notes"  # the value stayed one segment
+    assert unquote(segments[0]) == value
+    assert segments[0] not in (".", "..")
 
 
 @given(value=st.text())
