@@ -634,7 +634,10 @@ class TokenExchangeAuthenticator(_RefreshingAuthenticator):
         try:
             return self._run(self.request_method, {}, current)
         except IntegrationError as error:
-            if error.auth_failed or not error.permanent:
+            # Only the provider refusing the credentials (a 4xx answer) needs a person to
+            # reconnect; a refused address or a malformed answer says what it is.
+            refused = error.status is not None and 400 <= error.status < 500
+            if error.auth_failed or not error.permanent or not refused:
                 raise
             raise _auth_failed(
                 error.status, _host(error.url or ""), "token request", error.response_body

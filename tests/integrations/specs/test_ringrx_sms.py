@@ -254,11 +254,6 @@ def test_a_private_api_url_refuses_the_token_exchange_before_the_secret_leaves()
     assert [a.status for a in attempts] == [None] * len(attempts)  # nothing ever answered
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: TokenAuthenticator turns any permanent token-request error into "
-    "'Token request failed ... reconnect the integration' (auth_failed), hiding the refusal",
-)
 def test_a_refused_token_exchange_says_why() -> None:
     with pytest.raises(IntegrationError) as caught:
         private_ringrx_client([]).call("SendMessage", SMS)
