@@ -145,11 +145,11 @@ def test_number_of_another_account_is_404(
         ('{"method": "message", "params": {', "body"),
         (
             json.dumps({"method": "message", "params": {"from": "+61855555555", "content": "x"}}),
-            "to",
+            "params.to",
         ),
         (
             json.dumps({"method": "file", "params": {"to": SEED_TO, "url": "https://x.example/f"}}),
-            "from",
+            "params.from",
         ),
     ],
     ids=["unparseable", "missing-to", "missing-from"],
