@@ -5,7 +5,8 @@ Flow (DESIGN 4.5, issue 5 item 3)::
     inbox handler (pbx/call, pbx/cdr, pbx/recording)
         └─ call_event_apply()        merge the event into the Call row (order-insensitive)
         └─ call_log_dispatch()       one CallActivity row + one call_log_task per active CRM
-                                     installation of the organization
+                                     installation of the organization (a row failed as
+                                     "needs reconnecting" for one that needs reconnecting)
     call_log_task(installation_id, call_id)          (integrations.call_logging_tasks)
         └─ call_log_to_installation()   bring the CRM up to date with the Call, idempotently
 
@@ -36,10 +37,20 @@ rows are committed at once and progress (an activity id) is saved right after ea
 Bookkeeping on CallActivity: `written` is ``{"activities": {activity_id: values we last wrote},
 "sync": {"steps": [...], "fingerprint": ..., "other_contact_ids": [...], "protected": {...}}}``.
 
+**Nothing lost with a message.** Every request to bring an activity up to date (new call data,
+a retry, a resolved review, a reconnection) bumps `CallActivity.sync_requests` and sets
+`next_attempt_at` (now, or when a retry is due); a run clears it once the CRM has the call as
+read under the lock, unless another request arrived meanwhile. `call_activity_sweep` (beat and
+`manage.py sweep`) re-enqueues activities overdue by INBOX_STUCK_AFTER_SECONDS: a lost task
+message, a retry that could not be published, a worker killed mid-task.
+
 Errors: a transient `IntegrationError` leaves the row as it is (with `last_error`) and tells the
 task to retry; `auth_failed` marks the installation *needs reconnect* with a notice (and an email
-when EMAIL_HOST is set) and fails the activity; other permanent errors and spec mistakes fail the
-activity with the message. `call_activity_retry` runs a failed activity again.
+when EMAIL_HOST is set; `installation_needs_reconnect`, shared with messaging) and fails the
+activity as waiting for the reconnection; other permanent errors and spec mistakes fail the
+activity with the message. `call_activity_retry` runs a failed activity again. Calls arriving
+while an installation needs reconnecting get their activity too, failed with `RECONNECT_ERROR`;
+`call_activities_resume` logs them once it is active again.
 """
 
 from __future__ import annotations
@@ -52,13 +63,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import connection, transaction
-from django.db.models import Prefetch, QuerySet
+from django.db.models import F, Prefetch, QuerySet
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils import timezone
@@ -231,13 +243,19 @@ def call_event_from_cdr(normalized: dict[str, Any]) -> dict[str, Any] | None:
 # --- Which installations log calls -------------------------------------------------------------
 
 
-def call_log_installations(*, organization: Organization) -> list[Installation]:
-    """The organization's active CRM installations whose spec logs calls."""
+def call_log_installations(
+    *, organization: Organization, include_needs_reconnect: bool = False
+) -> list[Installation]:
+    """The organization's active CRM installations whose spec logs calls (and, with
+    `include_needs_reconnect`, those waiting to be reconnected)."""
+    statuses = [Installation.Status.ACTIVE]
+    if include_needs_reconnect:
+        statuses.append(Installation.Status.NEEDS_RECONNECT)
     found = []
     for installation in (
         Installation.objects.filter(
             organization=organization,
-            status=Installation.Status.ACTIVE,
+            status__in=statuses,
             spec_version__spec__spec_class=IntegrationSpec.SpecClass.CRM,
         )
         .select_related("spec_version__spec", "organization")
@@ -265,15 +283,155 @@ def call_log_enqueue(*, installation_id: int, call_id: str) -> None:
     )
 
 
+RECONNECT_ERROR = (
+    "Not logged: the integration needs reconnecting. Reconnect it on its page; the call is "
+    "logged as soon as it is connected again."
+)
+
+
+def call_activity_sync_request(*, activity_pk: int, due: datetime | None = None) -> None:
+    """Record that the activity's CRM is behind the call (new data, a retry, a resolved
+    review): due at `due` (default now). Until a run catches up, the sweeper re-enqueues it
+    once it is overdue (`call_activity_sweep`)."""
+    CallActivity.objects.filter(pk=activity_pk).update(
+        sync_requests=F("sync_requests") + 1,
+        next_attempt_at=due or timezone.now(),
+        updated_at=timezone.now(),
+    )
+
+
+def call_activity_schedule(*, activity_pk: int, delay_seconds: float) -> None:
+    """The next attempt of the activity is due in `delay_seconds` (a retry's countdown): the
+    sweeper leaves it alone until then, and takes it over if the retry's message is lost."""
+    CallActivity.objects.filter(pk=activity_pk).update(
+        next_attempt_at=timezone.now() + timedelta(seconds=max(0.0, float(delay_seconds)))
+    )
+
+
+def _activity_waiting_for_reconnect(activity: CallActivity, message: str) -> None:
+    """Failed because the integration needs reconnecting; run again by
+    `call_activities_resume` once it is active (a held activity stays held)."""
+    if activity.state == CallActivity.State.HELD:
+        CallActivity.objects.filter(pk=activity.pk).update(
+            last_error=message[:4000], next_attempt_at=None, updated_at=timezone.now()
+        )
+        return
+    CallActivity.objects.filter(pk=activity.pk).update(
+        state=CallActivity.State.FAILED,
+        last_error=message[:4000],
+        waiting_for_reconnect=True,
+        next_attempt_at=None,
+        updated_at=timezone.now(),
+    )
+    activity.state = CallActivity.State.FAILED
+    activity.last_error = message
+    activity.waiting_for_reconnect = True
+
+
 def call_log_dispatch(*, call: Call) -> list[CallActivity]:
     """Make sure every logging installation of the call's organization has its CallActivity
-    row, and enqueue the per-installation work. Idempotent."""
+    row, and enqueue the per-installation work. Idempotent.
+
+    An installation that needs reconnecting gets its row too, failed with `RECONNECT_ERROR`
+    (nothing is sent to it); `call_activities_resume` logs those calls once it is active.
+    """
     activities = []
-    for installation in call_log_installations(organization=call.organization):
+    for installation in call_log_installations(
+        organization=call.organization, include_needs_reconnect=True
+    ):
         activity, _ = CallActivity.objects.get_or_create(installation=installation, call=call)
         activities.append(activity)
+        if installation.status != Installation.Status.ACTIVE:
+            _activity_waiting_for_reconnect(activity, RECONNECT_ERROR)
+            # Reconnected meanwhile (its resume may have run before this row was marked).
+            installation.refresh_from_db(fields=["status"])
+            if installation.status == Installation.Status.ACTIVE:
+                call_activities_resume(installation=installation)
+            continue
+        call_activity_sync_request(activity_pk=activity.pk)
         call_log_enqueue(installation_id=installation.pk, call_id=call.call_id)
     return activities
+
+
+def call_activity_sweep(*, stuck_after_seconds: float | None = None, limit: int = 500) -> list[int]:
+    """Enqueue again the activities whose CRM is still behind the call
+    `stuck_after_seconds` (default INBOX_STUCK_AFTER_SECONDS) after their work was due: the
+    task's message was lost (or its retry could not be published), or its worker was killed.
+    Running one twice is harmless (`call_log_to_installation` is idempotent and serialized).
+    Each one enqueued is due again from now, so a slow queue is not flooded. Returns the ids
+    enqueued, oldest due first; stops at the first broker error (the next sweep tries again).
+    """
+    if stuck_after_seconds is None:
+        stuck_after_seconds = settings.INBOX_STUCK_AFTER_SECONDS
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=stuck_after_seconds)
+    due = list(
+        CallActivity.objects.filter(next_attempt_at__lte=cutoff)
+        .order_by("next_attempt_at", "pk")
+        .values_list("pk", "installation_id", "call__call_id")[:limit]
+    )
+    enqueued: list[int] = []
+    for activity_pk, installation_id, call_id in due:
+        CallActivity.objects.filter(pk=activity_pk, next_attempt_at__lte=cutoff).update(
+            next_attempt_at=now
+        )
+        try:
+            call_log_enqueue(installation_id=installation_id, call_id=call_id)
+        except Exception as exc:  # the broker is down: the next sweep tries again
+            CallActivity.objects.filter(pk=activity_pk).update(next_attempt_at=cutoff)
+            logger.warning("call activity sweep: enqueue failed (%s); stopping", exc)
+            break
+        enqueued.append(activity_pk)
+    if enqueued:
+        logger.warning("call activity sweep: re-enqueued %d activity(ies)", len(enqueued))
+    return enqueued
+
+
+def _enqueue_quietly(installation_id: int, call_id: str) -> None:
+    """Enqueue after a commit; a broker that is down is left to the sweeper (the activity
+    is due)."""
+    try:
+        call_log_enqueue(installation_id=installation_id, call_id=call_id)
+    except Exception as exc:
+        logger.warning("call %s: call logging not enqueued (%s); the sweeper will", call_id, exc)
+
+
+def call_activities_resume(*, installation: Installation) -> list[int]:
+    """The installation is active again: log the calls that failed because it needed
+    reconnecting (enqueued when the transaction commits). Returns their ids; does nothing
+    unless the installation is active.
+
+    Call it wherever an installation becomes active again (OAuth connected, credentials
+    fixed, a connection test that succeeded); `Installation` saves that set the status to
+    active call it through a post_save receiver.
+    """
+    if installation.status != Installation.Status.ACTIVE:
+        return []
+    with transaction.atomic():
+        rows = list(
+            CallActivity.objects.select_for_update()
+            .filter(
+                installation_id=installation.pk,
+                state=CallActivity.State.FAILED,
+                waiting_for_reconnect=True,
+            )
+            .values_list("pk", "call__call_id")
+        )
+        if not rows:
+            return []
+        now = timezone.now()
+        CallActivity.objects.filter(pk__in=[pk for pk, _ in rows]).update(
+            state=CallActivity.State.PENDING,
+            last_error="",
+            waiting_for_reconnect=False,
+            sync_requests=F("sync_requests") + 1,
+            next_attempt_at=now,
+            updated_at=now,
+        )
+        for _pk, call_id in rows:
+            transaction.on_commit(partial(_enqueue_quietly, installation.pk, call_id))
+    logger.info("installation %s reconnected: logging %d call(s)", installation.pk, len(rows))
+    return [pk for pk, _ in rows]
 
 
 def _call_event_handle(event: InboxEvent, call_event: dict[str, Any] | None) -> None:
@@ -807,8 +965,10 @@ def installation_needs_reconnect(*, installation: Installation, message: str) ->
     action_url = reverse("integrations:installation_detail", args=[installation.pk])
     name = installation.label or installation.spec_version.spec.name
     text = (
-        f"{name} needs to be reconnected: {message} Calls are not logged to it until an "
-        "admin connects it again; then retry the failed calls from the Calls page."
+        f"{name} needs to be reconnected: {message} Until an admin connects it again, "
+        "nothing is sent through it: calls and messages are not logged and messages are not "
+        "sent. Calls that arrive meanwhile are logged once it is connected again; messages "
+        "that failed must be sent again."
     )
     # An older notice of the same kind was about an earlier disconnection.
     Notice.objects.filter(
@@ -847,8 +1007,12 @@ def installation_needs_reconnect(*, installation: Installation, message: str) ->
 
 
 def _activity_fail(activity: CallActivity, message: str) -> None:
+    """Failed for good (an admin may retry it): nothing is due any more."""
     CallActivity.objects.filter(pk=activity.pk).update(
-        state=CallActivity.State.FAILED, last_error=message[:4000], updated_at=timezone.now()
+        state=CallActivity.State.FAILED,
+        last_error=message[:4000],
+        next_attempt_at=None,
+        updated_at=timezone.now(),
     )
     activity.state = CallActivity.State.FAILED
     activity.last_error = message
@@ -885,14 +1049,27 @@ def call_log_to_installation(*, installation_id: int, call_id: str) -> CallLogOu
     if call is None:
         return CallLogOutcome(state="skipped", error="The call no longer exists.")
     with call_lock(installation.pk, call.pk):
+        # What was read before the lock may be stale: another run (or event) changed it while
+        # this one waited.
+        call.refresh_from_db(fields=["status", "data", "updated_at"])
+        installation.refresh_from_db(fields=["status", "status_detail"])
         with transaction.atomic():
             activity, _ = CallActivity.objects.get_or_create(installation=installation, call=call)
             activity = CallActivity.objects.select_for_update().get(pk=activity.pk)
+        # Requests to sync made from now on are not covered by this run.
+        requested = activity.sync_requests
+        if installation.status == Installation.Status.NEEDS_RECONNECT:
+            _activity_waiting_for_reconnect(activity, RECONNECT_ERROR)
+            return CallLogOutcome(
+                state=activity.state, activity_pk=activity.pk, error=RECONNECT_ERROR
+            )
         if installation.status != Installation.Status.ACTIVE:
             message = f"Not logged: the integration is {installation.get_status_display().lower()}."
             if installation.status_detail:
                 message += f" {installation.status_detail}"
-            CallActivity.objects.filter(pk=activity.pk).update(last_error=message[:4000])
+            CallActivity.objects.filter(pk=activity.pk).update(
+                last_error=message[:4000], next_attempt_at=None
+            )
             return CallLogOutcome(state=activity.state, activity_pk=activity.pk, error=message)
         conn: Connection | None = None
         try:
@@ -904,7 +1081,7 @@ def call_log_to_installation(*, installation_id: int, call_id: str) -> CallLogOu
                 _log_failure(conn, message)
             if exc.auth_failed:
                 installation_needs_reconnect(installation=installation, message=message)
-                _activity_fail(activity, message)
+                _activity_waiting_for_reconnect(activity, message)
                 return CallLogOutcome(state=activity.state, activity_pk=activity.pk, error=message)
             if exc.permanent:
                 _activity_fail(activity, message)
@@ -923,6 +1100,10 @@ def call_log_to_installation(*, installation_id: int, call_id: str) -> CallLogOu
             message = f"The integration's spec cannot make this call: {exc}"
             _activity_fail(activity, message)
             return CallLogOutcome(state=activity.state, activity_pk=activity.pk, error=message)
+        # Up to date with the call as read under the lock, unless more was asked meanwhile.
+        CallActivity.objects.filter(pk=activity.pk, sync_requests=requested).update(
+            next_attempt_at=None
+        )
         activity.refresh_from_db()
         return CallLogOutcome(state=activity.state, activity_pk=activity.pk)
 
@@ -954,8 +1135,12 @@ def call_activity_retry(*, activity: CallActivity) -> CallActivity:
         )
     with transaction.atomic():
         CallActivity.objects.filter(pk=activity.pk).update(
-            state=CallActivity.State.PENDING, last_error="", updated_at=timezone.now()
+            state=CallActivity.State.PENDING,
+            last_error="",
+            waiting_for_reconnect=False,
+            updated_at=timezone.now(),
         )
+        call_activity_sync_request(activity_pk=activity.pk)
         call_id = activity.call.call_id
         transaction.on_commit(
             lambda: call_log_enqueue(installation_id=installation.pk, call_id=call_id)
@@ -988,6 +1173,7 @@ def call_activity_resolve(*, activity: CallActivity, contact_id: str) -> CallAct
         locked.state = CallActivity.State.PENDING
         locked.last_error = ""
         locked.save(update_fields=["written", "contact_id", "state", "last_error", "updated_at"])
+        call_activity_sync_request(activity_pk=locked.pk)
     # Enqueued once the lock is released (at once outside a transaction, else on commit).
     installation_id, call_id = activity.installation_id, activity.call.call_id
     transaction.on_commit(

@@ -11,6 +11,12 @@ the CRM's ``Retry-After``, up to CALL_LOG_MAX_RETRIES retries. Then the activity
 failed with the last error: the Calls page and the API show it with a Retry button
 (`call_logging.call_activity_retry`), and every attempt is in the installation's delivery log.
 
+Nothing is lost with a message: every activity whose CRM is behind the call has
+`next_attempt_at` set (now, or when its retry is due) until a run catches up, and
+`call_activity_sweep_task` (beat, every minute; `manage.py sweep`) re-enqueues the ones overdue
+by INBOX_STUCK_AFTER_SECONDS — a lost message or a failed retry publish, or a worker killed
+mid-task, without waiting for the broker's visibility timeout.
+
 Without a broker (eager mode, the embedded default) the next attempt runs at once, without the
 countdown.
 """
@@ -26,6 +32,8 @@ from django.conf import settings
 
 from integrations.call_logging import (
     call_activity_give_up,
+    call_activity_schedule,
+    call_activity_sweep,
     call_log_to_installation,
 )
 from integrations.models import CallActivity
@@ -77,6 +85,9 @@ def call_log_task(self: Any, installation_id: int, call_id: str) -> dict[str, An
             )
         return {**result, "state": CallActivity.State.FAILED}
     countdown = call_log_retry_delay(retries_done + 1, outcome.retry_after)
+    if outcome.activity_pk is not None:
+        # Due when the retry is: if its message is lost, the sweeper takes over then.
+        call_activity_schedule(activity_pk=outcome.activity_pk, delay_seconds=countdown)
     logger.info(
         "call %s → installation %s: attempt %d failed (%s); retrying in %.1f s",
         call_id,
@@ -90,3 +101,10 @@ def call_log_task(self: Any, installation_id: int, call_id: str) -> dict[str, An
         # the caller when eager exceptions propagate): run the next attempt now.
         return self.apply(args=[installation_id, call_id], retries=retries_done + 1).result
     raise self.retry(countdown=countdown)
+
+
+@shared_task(name="integrations.call_activity_sweep", ignore_result=True)
+def call_activity_sweep_task() -> int:
+    """Re-enqueue call activities whose CRM is still behind the call long after their work was
+    due: a lost message, a failed retry publish or a killed worker (beat: every minute)."""
+    return len(call_activity_sweep())

@@ -25,6 +25,7 @@ webhooks, through the routing of `integrations.webhooks.sms`).
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -66,6 +67,8 @@ OUTBOUND_STATUSES = frozenset(
     }
 )
 MAX_CONTENT_CHARS = 10_000
+# A retry's task may arrive this much before its `next_attempt_at` and still run.
+EARLY_TOLERANCE = timedelta(seconds=1)
 
 
 class MessageNotSendable(ValidationError):
@@ -151,6 +154,7 @@ def message_send(
         content=content,
         media_urls=[media_url] if media_url else [],
         status=Message.Status.QUEUED,
+        next_attempt_at=timezone.now(),
     )
     message.full_clean()
     with transaction.atomic():
@@ -159,16 +163,13 @@ def message_send(
     return message
 
 
-def message_send_enqueue(
-    *, message_id: int, attempt: int = 1, countdown: float | None = None
-) -> None:
-    """Enqueue the send task; a broker that is down leaves the message `queued` (logged)."""
+def message_send_enqueue(*, message_id: int, countdown: float | None = None) -> None:
+    """Enqueue the send task; a broker that is down leaves the message `queued` (logged) for
+    the sweeper (its attempt is due)."""
     from integrations.messaging_tasks import message_send_task
 
     try:
-        message_send_task.apply_async(
-            args=[message_id], kwargs={"attempt": attempt}, countdown=countdown
-        )
+        message_send_task.apply_async(args=[message_id], countdown=countdown)
     except (OSError, KombuOperationalError) as exc:
         # The broker is down: the message stays queued and says why.
         logger.warning("message %s stored but not enqueued: %s", message_id, exc)
@@ -178,26 +179,88 @@ def message_send_enqueue(
         )
 
 
+def message_send_backoff(attempt: int, retry_after: float | None = None) -> float:
+    """Seconds before attempt `attempt + 1`: base * 2**(attempt-1), capped, full jitter, at
+    least the provider's Retry-After."""
+    base = float(settings.MESSAGE_SEND_RETRY_BASE_SECONDS)
+    cap = float(settings.MESSAGE_SEND_RETRY_MAX_SECONDS)
+    delay = random.uniform(0, min(cap, base * 2 ** max(0, attempt - 1)))
+    return max(delay, base / 2, retry_after or 0.0)
+
+
 def message_sweep(*, stuck_after_seconds: float | None = None, limit: int = 500) -> list[int]:
-    """Enqueue again the outbound messages still `queued` after `stuck_after_seconds`
-    (default INBOX_STUCK_AFTER_SECONDS): their task was never enqueued (the broker was down)
-    or was lost with a killed worker. Sending twice is prevented by `message_deliver`'s row
-    lock and status check. Returns the ids enqueued, oldest first."""
+    """Enqueue again the outbound messages still `queued` whose attempt is due: a first
+    attempt due more than `stuck_after_seconds` ago (default INBOX_STUCK_AFTER_SECONDS; its
+    task was never enqueued or was lost with a killed worker), or a retry whose
+    `next_attempt_at` has passed (never before it, so a provider's Retry-After is honoured).
+    Sending twice is prevented by `message_deliver`'s row lock, status and due-time checks,
+    and the attempts stored on the row keep counting towards MESSAGE_SEND_MAX_ATTEMPTS.
+    Returns the ids enqueued, oldest due first."""
     if stuck_after_seconds is None:
         stuck_after_seconds = settings.INBOX_STUCK_AFTER_SECONDS
-    cutoff = timezone.now() - timedelta(seconds=stuck_after_seconds)
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=stuck_after_seconds)
     ids = list(
-        Message.objects.filter(
-            direction=Message.Direction.OUTBOUND,
-            status=Message.Status.QUEUED,
-            updated_at__lt=cutoff,
+        Message.objects.filter(direction=Message.Direction.OUTBOUND, status=Message.Status.QUEUED)
+        .filter(
+            Q(attempts=0, next_attempt_at__lte=cutoff)
+            | Q(attempts__gt=0, next_attempt_at__lte=now)
+            | Q(next_attempt_at__isnull=True, updated_at__lt=cutoff)
         )
-        .order_by("updated_at", "pk")
+        .order_by("next_attempt_at", "pk")
         .values_list("pk", flat=True)[:limit]
     )
     for message_id in ids:
         message_send_enqueue(message_id=message_id)
     return ids
+
+
+def message_crm_log_enqueue(*, message_id: int) -> None:
+    """Enqueue the CRM log of a sent message; a broker that is down leaves it to the sweeper
+    (`Message.crm_log_due_at` is set)."""
+    from integrations.messaging_tasks import message_crm_log_task
+
+    try:
+        message_crm_log_task.delay(message_id)
+    except (OSError, KombuOperationalError) as exc:
+        logger.warning("message %s: CRM log not enqueued yet: %s", message_id, exc)
+
+
+def message_crm_log_sweep(
+    *, stuck_after_seconds: float | None = None, limit: int = 500
+) -> list[int]:
+    """Enqueue again the CRM logs of sent messages still due `stuck_after_seconds` (default
+    INBOX_STUCK_AFTER_SECONDS) after they were due: the task's message was lost or its
+    worker died. Logging twice is prevented by `Message.crm_logs`. Returns the ids."""
+    if stuck_after_seconds is None:
+        stuck_after_seconds = settings.INBOX_STUCK_AFTER_SECONDS
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=stuck_after_seconds)
+    ids = list(
+        Message.objects.filter(crm_log_due_at__lte=cutoff)
+        .order_by("crm_log_due_at", "pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+    for message_id in ids:
+        Message.objects.filter(pk=message_id).update(crm_log_due_at=now)
+        message_crm_log_enqueue(message_id=message_id)
+    return ids
+
+
+def message_crm_log_due(*, message_id: int, delay_seconds: float | None = None) -> None:
+    """The message's CRM log is due in `delay_seconds` (a retry), or done (None)."""
+    due = None
+    if delay_seconds is not None:
+        due = timezone.now() + timedelta(seconds=max(0.0, delay_seconds))
+    Message.objects.filter(pk=message_id).update(crm_log_due_at=due)
+
+
+def _needs_reconnect(installation: Installation, exc: IntegrationError) -> None:
+    """The provider refused the credentials even after a refresh: the installation needs
+    reconnecting (one shared path with call logging: notice, email)."""
+    from integrations.call_logging import installation_needs_reconnect
+
+    installation_needs_reconnect(installation=installation, message=exc.message)
 
 
 @dataclass
@@ -207,6 +270,7 @@ class DeliveryOutcome:
     message: Message
     retry: bool = False
     retry_after: float | None = None
+    delay: float | None = None
 
 
 def _send_values(message: Message) -> dict[str, Any]:
@@ -232,16 +296,21 @@ def _send_values(message: Message) -> dict[str, Any]:
     return values
 
 
-def message_deliver(*, message_id: int, final_attempt: bool = True) -> DeliveryOutcome | None:
+def message_deliver(*, message_id: int, final_attempt: bool = False) -> DeliveryOutcome | None:
     """Send the `queued` message `message_id` through its installation (one attempt).
 
     The row is locked while the provider is called, so two workers never send one message;
-    a message that is no longer `queued` is left alone (returns None). A success stores the
-    captured `messageid` (and a status the provider reported, when it maps to ours) and marks
-    it `sent`. A transient failure (timeout, 5xx, 429) returns ``retry=True`` unless
-    `final_attempt`; a permanent one (or the last attempt) marks it `failed` with the message
-    a person can act on. A spec mistake marks it failed too, naming the problem.
+    a message that is no longer `queued`, or whose next attempt is not due yet (a duplicate
+    or early task), is left alone (returns None). Attempts are counted on the row. A success
+    stores the captured `messageid` (and a status the provider reported, when it maps to
+    ours), marks it `sent` and its CRM log due. A transient failure (timeout, 5xx, 429)
+    stores when the next attempt is due (backoff, at least the provider's Retry-After) and
+    returns ``retry=True`` with that `delay`, unless this is attempt
+    MESSAGE_SEND_MAX_ATTEMPTS or `final_attempt`: then, like a permanent failure, it marks the
+    message `failed` with an error a person can act on. Refused credentials also mark the
+    installation *needs reconnect*. A spec mistake marks it failed too, naming the problem.
     """
+    now = timezone.now()
     with transaction.atomic():
         message = (
             Message.objects.select_for_update(skip_locked=True, of=("self",))
@@ -252,21 +321,50 @@ def message_deliver(*, message_id: int, final_attempt: bool = True) -> DeliveryO
         )
         if message is None:
             return None
+        if message.next_attempt_at and message.next_attempt_at > now + EARLY_TOLERANCE:
+            return None
         installation = message.installation
+        if installation is not None and installation.status == Installation.Status.NEEDS_RECONNECT:
+            return DeliveryOutcome(
+                _message_fail(
+                    message,
+                    "Not sent: the number's SMS integration needs reconnecting. Reconnect it "
+                    "on its page, then send the message again.",
+                )
+            )
         if installation is None or installation.status != Installation.Status.ACTIVE:
             return DeliveryOutcome(
                 _message_fail(message, "The number's SMS integration was removed or disabled.")
             )
+        message.attempts += 1
+        last = final_attempt or message.attempts >= int(settings.MESSAGE_SEND_MAX_ATTEMPTS)
         method = "SendFile" if message.media_urls else "SendMessage"
         connection = installation_connection(installation)
         try:
             result = connection.client.call(method, _send_values(message))
         except IntegrationError as exc:
             connection.log.record_failure(exc.message)
-            if not exc.permanent and not final_attempt:
-                message.error = f"Attempt failed, retrying: {exc.message}"
-                message.save(update_fields=["error", "updated_at"])
-                return DeliveryOutcome(message, retry=True, retry_after=exc.retry_after)
+            if exc.auth_failed:
+                _needs_reconnect(installation, exc)
+                return DeliveryOutcome(_message_fail(message, exc.message))
+            if not exc.permanent and not last:
+                delay = message_send_backoff(message.attempts, exc.retry_after)
+                message.next_attempt_at = timezone.now() + timedelta(seconds=delay)
+                message.error = (
+                    f"Attempt {message.attempts} failed, retrying in {delay:.0f} s: {exc.message}"
+                )
+                message.save(update_fields=["attempts", "next_attempt_at", "error", "updated_at"])
+                return DeliveryOutcome(
+                    message, retry=True, retry_after=exc.retry_after, delay=delay
+                )
+            if not exc.permanent:
+                return DeliveryOutcome(
+                    _message_fail(
+                        message,
+                        f"Not sent after {message.attempts} attempt(s): {exc.message} Check "
+                        "the SMS provider's status, then send the message again.",
+                    )
+                )
             return DeliveryOutcome(_message_fail(message, exc.message))
         except SpecError as exc:
             return DeliveryOutcome(
@@ -285,14 +383,28 @@ def message_deliver(*, message_id: int, final_attempt: bool = True) -> DeliveryO
         ):
             message.status = reported
         message.error = ""
-        message.save(update_fields=["messageid", "status", "error", "updated_at"])
+        message.next_attempt_at = None
+        if message.status in (Message.Status.SENT, Message.Status.DELIVERED):
+            message.crm_log_due_at = timezone.now()
+        message.save(
+            update_fields=[
+                "messageid",
+                "status",
+                "error",
+                "attempts",
+                "next_attempt_at",
+                "crm_log_due_at",
+                "updated_at",
+            ]
+        )
     return DeliveryOutcome(message)
 
 
 def _message_fail(message: Message, error: str) -> Message:
     message.status = Message.Status.FAILED
     message.error = error[:4000]
-    message.save(update_fields=["status", "error", "updated_at"])
+    message.next_attempt_at = None
+    message.save(update_fields=["status", "error", "attempts", "next_attempt_at", "updated_at"])
     return message
 
 
@@ -472,7 +584,9 @@ def message_crm_log(*, message: Message) -> list[str]:
             result = connection.client.call("CreateMessageLog", values)
         except IntegrationError as exc:
             connection.log.record_failure(exc.message)
-            if not exc.permanent:
+            if exc.auth_failed:
+                _needs_reconnect(installation, exc)
+            elif not exc.permanent:
                 transient = exc
             continue
         except SpecError as exc:
@@ -543,6 +657,8 @@ def message_crm_log_update(*, message: Message) -> list[str]:
             result = connection.client.call("UpdateMessageLog", values)
         except IntegrationError as exc:
             connection.log.record_failure(exc.message)
+            if exc.auth_failed:
+                _needs_reconnect(installation, exc)
             logger.warning(
                 "UpdateMessageLog of message %s in %s failed: %s", message.pk, installation, exc
             )

@@ -3,9 +3,13 @@
 * `message_send_task(message_id)` — one attempt at sending a queued message
   (`messaging.message_deliver`). A transient failure (timeout, 5xx, 429) is tried again with
   exponential backoff and jitter (a `Retry-After` is honoured) up to MESSAGE_SEND_MAX_ATTEMPTS;
-  the task re-enqueues itself with a countdown rather than using Celery retries, so the row
-  stays the state. Without a broker (eager mode) a countdown cannot be honoured: the first
+  the row is the state (`Message.attempts`, `next_attempt_at`): the task re-enqueues itself
+  with a countdown, and `message_sweep` re-enqueues a retry whose message was lost once it is
+  due, never before. Without a broker (eager mode) a countdown cannot be honoured: the first
   attempt is the last and a transient failure marks the message failed with its reason.
+* `message_crm_log_task(message_id)` — the CRM logs of a sent message; `Message.crm_log_due_at`
+  stays set until they are done (or failed for good), and `message_crm_log_sweep` re-enqueues
+  the overdue ones.
 * Inbox handlers (registered on import; `IntegrationsConfig.ready` imports this module):
   ``sms/message`` and ``sms/mms`` store the inbound message, log it to the CRM and forward
   it to `sms` callbacks; ``sms/status`` applies a delivery status and forwards it to
@@ -19,12 +23,10 @@ deliveries are unique per (subscription, event), status changes only move forwar
 from __future__ import annotations
 
 import logging
-import random
 from typing import Any
 
 from celery import shared_task
 from django.conf import settings
-from kombu.exceptions import OperationalError as KombuOperationalError
 
 from integrations import messaging
 from integrations.engine.errors import IntegrationError
@@ -43,38 +45,34 @@ def _eager() -> bool:
     return bool(app.conf.task_always_eager)
 
 
-def message_send_backoff(attempt: int, retry_after: float | None = None) -> float:
-    """Seconds before attempt `attempt + 1`: base * 2**(attempt-1), capped, full jitter, at
-    least the provider's Retry-After."""
-    base = float(settings.MESSAGE_SEND_RETRY_BASE_SECONDS)
-    cap = float(settings.MESSAGE_SEND_RETRY_MAX_SECONDS)
-    delay = random.uniform(0, min(cap, base * 2 ** max(0, attempt - 1)))
-    return max(delay, base / 2, retry_after or 0.0)
+message_send_backoff = messaging.message_send_backoff
 
 
 @shared_task(name="integrations.message_send", ignore_result=True)
-def message_send_task(message_id: int, attempt: int = 1) -> dict[str, Any]:
-    """Send the queued message `message_id` (attempt `attempt`)."""
-    final = _eager() or attempt >= int(settings.MESSAGE_SEND_MAX_ATTEMPTS)
-    outcome = messaging.message_deliver(message_id=message_id, final_attempt=final)
+def message_send_task(message_id: int, attempt: int | None = None) -> dict[str, Any]:
+    """Send the queued message `message_id` (its attempts are counted on the row; `attempt`
+    is accepted for messages enqueued by an older version and ignored)."""
+    outcome = messaging.message_deliver(message_id=message_id, final_attempt=_eager())
     if outcome is None:
         return {"message_id": message_id, "state": "skipped"}
     message = outcome.message
     if outcome.retry:
-        delay = message_send_backoff(attempt, outcome.retry_after)
-        messaging.message_send_enqueue(message_id=message_id, attempt=attempt + 1, countdown=delay)
-        return {"message_id": message_id, "state": "retrying", "attempt": attempt, "delay": delay}
+        delay = outcome.delay or 0.0
+        messaging.message_send_enqueue(message_id=message_id, countdown=delay)
+        return {
+            "message_id": message_id,
+            "state": "retrying",
+            "attempt": message.attempts,
+            "delay": delay,
+        }
     if message.status != Message.Status.QUEUED:
         try:
             messaging.message_status_forward(message=message)
         except Exception:  # a callback problem must not undo a send
             logger.exception("message %s: status callback dispatch failed", message_id)
     if message.status in (Message.Status.SENT, Message.Status.DELIVERED):
-        try:
-            message_crm_log_task.delay(message_id)
-        except (OSError, KombuOperationalError) as exc:
-            logger.warning("message %s sent but not logged to the CRM: %s", message_id, exc)
-    return {"message_id": message_id, "state": message.status, "attempt": attempt}
+        messaging.message_crm_log_enqueue(message_id=message_id)
+    return {"message_id": message_id, "state": message.status, "attempt": message.attempts}
 
 
 @shared_task(name="integrations.message_crm_log", bind=True, ignore_result=True)
@@ -85,19 +83,26 @@ def message_crm_log_task(self: Any, message_id: int) -> list[str]:
     if message is None:
         return []
     try:
-        return messaging.message_crm_log(message=message)
+        created = messaging.message_crm_log(message=message)
     except IntegrationError as exc:
         attempt = self.request.retries + 1
         if exc.permanent or _eager() or attempt >= int(settings.MESSAGE_SEND_MAX_ATTEMPTS):
             logger.warning("message %s: CRM message log failed: %s", message_id, exc.message)
+            messaging.message_crm_log_due(message_id=message_id)
             return []
-        raise self.retry(countdown=message_send_backoff(attempt, exc.retry_after), exc=exc) from exc
+        countdown = message_send_backoff(attempt, exc.retry_after)
+        # Due when the retry is: if its message is lost, the sweeper takes over then.
+        messaging.message_crm_log_due(message_id=message_id, delay_seconds=countdown)
+        raise self.retry(countdown=countdown, exc=exc) from exc
+    messaging.message_crm_log_due(message_id=message_id)
+    return created
 
 
 @shared_task(name="integrations.message_sweep", ignore_result=True)
 def message_sweep_task() -> int:
-    """Re-enqueue outbound messages left `queued` (beat: every minute)."""
-    return len(messaging.message_sweep())
+    """Re-enqueue outbound messages whose attempt is due and CRM logs left behind (beat:
+    every minute)."""
+    return len(messaging.message_sweep()) + len(messaging.message_crm_log_sweep())
 
 
 # --- Inbox handlers: SMS provider -------------------------------------------------------------
@@ -150,10 +155,15 @@ def sms_status_received(event: InboxEvent) -> None:
     )
     if message is None:
         return
+    status = str(data.get("status") or "")
     changed = messaging.message_status_apply(
-        message=message, status=str(data.get("status") or ""), error=str(data.get("error") or "")
+        message=message, status=status, error=str(data.get("error") or "")
     )
-    if changed:
+    # Also when nothing changed but the message has this status: a run after a crash between
+    # the change and the forward must still forward (deliveries are unique per event).
+    stored = Message.objects.filter(pk=message.pk).values_list("status", flat=True).first()
+    if changed or (status and stored == status):
+        message.refresh_from_db()
         messaging.message_status_forward(message=message, event=event)
 
 

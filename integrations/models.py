@@ -14,6 +14,8 @@ import secrets
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.signals import post_save
+from django.dispatch import receiver
 
 from portal.encryption import EncryptedJSONField, EncryptedTextField
 from tenants.models import Account, Organization, OrganizationScopedQuerySet, PbxUser
@@ -374,12 +376,23 @@ class CallActivity(models.Model):
     written = models.JSONField(default=dict, blank=True)
     recording_uploaded = models.BooleanField(default=False)
     last_error = models.TextField(blank=True)
+    # Set while the CRM is not yet up to date with the latest call data: when the work is due
+    # (now for new data, later for a retry). The sweeper re-enqueues an activity still due
+    # INBOX_STUCK_AFTER_SECONDS after that (its task was lost or its worker died); a run that
+    # brought the CRM up to date (or failed for good, or is held) clears it.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # Bumped by every request to sync (new call data, a retry, a resolved review), so a run
+    # only clears `next_attempt_at` when no request arrived while it was running.
+    sync_requests = models.PositiveIntegerField(default=0)
+    # Failed because the integration needs reconnecting: run again once it is active.
+    waiting_for_reconnect = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-created_at"]
         verbose_name_plural = "call activities"
+        indexes = [models.Index(fields=["next_attempt_at"], name="call_activity_due")]
         constraints = [
             models.UniqueConstraint(
                 fields=["installation", "call"], name="one_activity_per_call_per_installation"
@@ -439,6 +452,13 @@ class Message(models.Model):
     # "<activity id>"}): a retried log skips the CRMs already done, and UpdateMessageLog
     # knows which activity to update.
     crm_logs = models.JSONField(default=dict, blank=True)
+    # Outbound sending: attempts made so far and when the next one is due while `queued`
+    # (a retry honours the provider's Retry-After; the sweeper only re-enqueues due messages).
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # CRM message logs still to write (set when the message is sent or received, cleared once
+    # every CRM has it or failed for good); the sweeper re-enqueues them when overdue.
+    crm_log_due_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -645,3 +665,23 @@ class CallbackDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.subscription} #{self.pk} ({self.state})"
+
+
+@receiver(post_save, sender=Installation)
+def _installation_saved(
+    sender: type[Installation],
+    instance: Installation,
+    created: bool,
+    update_fields: frozenset[str] | None = None,
+    **kwargs: object,
+) -> None:
+    """An installation saved as active (reconnected, credentials fixed): log the calls that
+    failed while it needed reconnecting. Saves through `QuerySet.update` do not send this
+    signal: call `integrations.call_logging.call_activities_resume` there."""
+    if created or instance.status != Installation.Status.ACTIVE:
+        return
+    if update_fields is not None and "status" not in update_fields:
+        return
+    from integrations.call_logging import call_activities_resume
+
+    call_activities_resume(installation=instance)

@@ -1,5 +1,6 @@
 """``python manage.py sweep [--every SECONDS]``: recover work a lost broker message or a killed
-worker left behind — inbox events, callback deliveries and outbound messages.
+worker left behind — inbox events, callback deliveries, outbound messages (and their CRM
+logs) and call activities whose CRM is behind the call.
 
 In production `celery beat` runs the same sweeps every minute. Without a broker (the embedded
 default) there is no beat: `make run` runs this command with `--every 30` beside the portal.
@@ -12,13 +13,17 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from integrations.call_logging import call_activity_sweep
 from integrations.callbacks import callback_sweep
 from integrations.inbox import inbox_sweep
-from integrations.messaging import message_sweep
+from integrations.messaging import message_crm_log_sweep, message_sweep
 
 
 class Command(BaseCommand):
-    help = "Re-enqueue stuck inbox events, callback deliveries and queued messages."
+    help = (
+        "Re-enqueue stuck inbox events, callback deliveries, queued messages, message CRM "
+        "logs and call activities."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -37,10 +42,13 @@ class Command(BaseCommand):
             events = inbox_sweep(stuck_after_seconds=stuck_after)
             deliveries = callback_sweep(stuck_after_seconds=stuck_after)
             messages = message_sweep(stuck_after_seconds=stuck_after)
-            if events or deliveries or messages or not options["every"]:
+            crm_logs = message_crm_log_sweep(stuck_after_seconds=stuck_after)
+            activities = call_activity_sweep(stuck_after_seconds=stuck_after)
+            if events or deliveries or messages or crm_logs or activities or not options["every"]:
                 self.stdout.write(
                     f"Re-enqueued {len(events)} inbox event(s), {len(deliveries)} callback "
-                    f"delivery(ies), {len(messages)} message(s)."
+                    f"delivery(ies), {len(messages)} message(s), {len(crm_logs)} message CRM "
+                    f"log(s), {len(activities)} call activity(ies)."
                 )
             if not options["every"]:
                 return

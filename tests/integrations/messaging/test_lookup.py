@@ -55,21 +55,24 @@ def test_disabled_installations_and_other_orgs_are_not_asked(
 def test_a_slow_crm_does_not_exceed_the_budget(
     tenant_a: Any, crm_server: Any, settings: Any
 ) -> None:
-    settings.LOOKUP_TIMEOUT_SECONDS = 0.5
+    # A budget a loaded machine meets easily, and a CRM far slower than it: the outcome, not
+    # the timing, is asserted (the fast CRM answered, the slow one was cut off).
+    budget, slow_seconds = 5.0, 60.0
+    settings.LOOKUP_TIMEOUT_SECONDS = budget
     crm_installation(tenant_a.org, crm_server, spec_id="crm-fast", label="Fast")
-    crm_server.delay_next("/contacts/search", 2.0)  # the first request to arrive is slow
+    crm_server.delay_next("/contacts/search", slow_seconds)  # the first request to arrive
     crm_installation(tenant_a.org, crm_server, spec_id="crm-slow", label="Other")
 
     started = time.monotonic()
     result = caller_lookup(organization=tenant_a.org, phone=KNOWN)
-    elapsed = time.monotonic() - started
 
-    assert elapsed < 1.2, elapsed
+    assert time.monotonic() - started < slow_seconds / 2  # it did not wait for the slow CRM
     statuses = sorted(s.status for s in result.sources)
     assert statuses == ["ok", "timeout"]
     slow = next(s for s in result.sources if s.status == "timeout")
-    assert "did not answer within 0.5 s" in slow.error
+    assert f"did not answer within {budget:g} s" in slow.error
     assert len(result.contacts) == 1
+    assert len(crm_server.requests_to("/contacts/search")) == 2
 
 
 def test_a_failing_crm_is_an_error_entry_not_a_failure(tenant_a: Any, crm_server: Any) -> None:

@@ -31,6 +31,17 @@ def sms_setup(tenant_a: Any, sms_server: Any) -> dict[str, Any]:
     return {"org": tenant_a.org, "installation": installation, "number": sms_number}
 
 
+def _make_due(message: Message) -> None:
+    """Time passes: the message's next attempt is due."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    Message.objects.filter(pk=message.pk).update(
+        next_attempt_at=timezone.now() - timedelta(seconds=1)
+    )
+
+
 def _send(captured: Any, setup: dict[str, Any], **kwargs: Any) -> Message:
     with captured(execute=True):
         message = messaging.message_send(
@@ -111,6 +122,11 @@ def test_transient_failure_is_retried_then_sent(
     message.refresh_from_db()
     assert message.status == Message.Status.QUEUED
     assert "503" in message.error
+    assert message.attempts == 1 and message.next_attempt_at is not None
+    # Not due yet: a duplicate or early task sends nothing.
+    assert messaging.message_deliver(message_id=message.pk) is None
+    assert len(sms_server.sent_messages) == 0
+    _make_due(message)
 
     second = messaging.message_deliver(message_id=message.pk, final_attempt=False)
     assert second is not None and not second.retry
@@ -133,7 +149,8 @@ def test_last_attempt_of_a_transient_failure_marks_failed(
             content="x",
         )
     sms_server.fail_next("/webhook", status=500)
-    result = message_send_task.apply(args=[message.pk], kwargs={"attempt": 2}).get()
+    Message.objects.filter(pk=message.pk).update(attempts=1)  # the first attempt was made
+    result = message_send_task.apply(args=[message.pk]).get()
 
     message.refresh_from_db()
     assert result["state"] == Message.Status.FAILED
@@ -379,7 +396,10 @@ def test_a_message_whose_task_was_lost_is_sent_by_the_sweeper_once(
             to="(415) 555-0100",
             content="Sent by the sweeper",
         )
-    Message.objects.filter(pk=message.pk).update(updated_at=timezone.now() - timedelta(minutes=10))
+    Message.objects.filter(pk=message.pk).update(
+        updated_at=timezone.now() - timedelta(minutes=10),
+        next_attempt_at=timezone.now() - timedelta(minutes=10),
+    )
     fresh = messaging.message_send(
         organization=sms_setup["org"],
         sms_number=sms_setup["number"],
