@@ -35,6 +35,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connections
 
+from integrations.call_logging import installation_needs_reconnect
 from integrations.connections import (
     DeliveryLogger,
     InstallationRefreshLock,
@@ -291,6 +292,9 @@ def caller_lookup(
                 contacts = future.result()
             except IntegrationError as exc:
                 source.status, source.error = "error", exc.message
+                if exc.auth_failed:
+                    # Refused even after a refresh: same as for calls and messages.
+                    installation_needs_reconnect(installation=job.installation, message=exc.message)
                 continue
             except SpecError as exc:
                 source.status, source.error = "error", f"The integration's spec is wrong: {exc}"

@@ -88,6 +88,23 @@ def test_a_failing_crm_is_an_error_entry_not_a_failure(tenant_a: Any, crm_server
     assert len(result.contacts) == 1
 
 
+def test_a_refused_key_marks_the_installation_needs_reconnect(
+    tenant_a: Any, crm_server: Any
+) -> None:
+    installation = crm_installation(tenant_a.org, crm_server, spec_id="crm-bad")
+    Installation.objects.filter(pk=installation.pk).update(
+        secret_properties={"API Key": "wrong-key"}
+    )
+
+    caller_lookup(organization=tenant_a.org, phone=KNOWN)
+
+    installation.refresh_from_db()
+    assert installation.status == Installation.Status.NEEDS_RECONNECT
+    assert "401" in installation.status_detail
+    [notice] = installation.notices.all()
+    assert "needs to be reconnected" in notice.message
+
+
 def test_second_lookup_is_served_from_the_cache(tenant_a: Any, crm_server: Any) -> None:
     crm_installation(tenant_a.org, crm_server)
 
