@@ -38,6 +38,16 @@ urlpatterns: list[URLPattern] = [
         name="installation-oauth-connect",
     ),
     path(
+        "installations/<int:installation_id>/oauth/disconnect/",
+        apis.InstallationOAuthDisconnectApi.as_view(),
+        name="installation-oauth-disconnect",
+    ),
+    path(
+        "installations/<int:installation_id>/upgrade/",
+        apis.InstallationUpgradeApi.as_view(),
+        name="installation-upgrade",
+    ),
+    path(
         "installations/<int:installation_id>/user-mapping/",
         apis.UserMappingListApi.as_view(),
         name="user-mapping-list",

@@ -758,6 +758,78 @@ class InstallationOAuthConnectApi(APIView):
         return Response({"authorize_url": url})
 
 
+class InstallationOAuthDisconnectApi(APIView):
+    @extend_schema(
+        tags=["installations"],
+        operation_id="installations_oauth_disconnect",
+        summary="Disconnect an OAuth installation",
+        description="Runs the spec's Uninstall requests and revokes the tokens where the spec "
+        "can (best effort: problems are returned in `status_detail`), then wipes the tokens "
+        "and marks the installation not connected.",
+        parameters=[INSTALLATION_ID],
+        request=None,
+        responses={200: InstallationOutputSerializer, **WRITE_ERRORS},
+    )
+    def post(self, request: Request, installation_id: int) -> Response:
+        installation = selectors.installation_get(user=request.user, pk=installation_id)
+        try:
+            services.oauth_disconnect(installation=installation)
+        except SpecError as exc:
+            raise _spec_problems(exc) from exc
+        installation = selectors.installation_get(user=request.user, pk=installation_id)
+        return Response(InstallationOutputSerializer(installation).data)
+
+
+class InstallationUpgradeInputSerializer(serializers.Serializer):
+    properties = serializers.DictField(
+        child=serializers.JSONField(),
+        default=dict,
+        help_text="Values of the properties the new version adds (or changes), by name. The "
+        "stored values of the properties it keeps are kept.",
+    )
+    secret_properties = serializers.DictField(
+        child=serializers.CharField(allow_blank=True),
+        default=dict,
+        write_only=True,
+        help_text="Secret values by name; a secret left out or blank keeps the stored one. "
+        "Write-only: never returned.",
+    )
+
+
+class InstallationUpgradeApi(APIView):
+    @extend_schema(
+        tags=["installations"],
+        operation_id="installations_upgrade",
+        summary="Move an installation to the latest approved version of its spec",
+        description="Property values are re-validated against the new version (errors keyed "
+        "by property name); values of properties it no longer has are dropped. Tokens are "
+        "kept; basic/bearer/token credentials are verified again. On failure nothing changes.",
+        parameters=[INSTALLATION_ID],
+        request=InstallationUpgradeInputSerializer,
+        responses={200: InstallationOutputSerializer, **INSTALLATION_WRITE_ERRORS},
+    )
+    def post(self, request: Request, installation_id: int) -> Response:
+        installation = selectors.installation_get(user=request.user, pk=installation_id)
+        serializer = InstallationUpgradeInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        target = selectors.installation_upgrade_target(installation)
+        if target is None:
+            raise serializers.ValidationError(
+                f"This installation already uses version {installation.spec_version.number}, "
+                "the latest approved version of its spec: there is nothing to upgrade to."
+            )
+        data = serializer.validated_data
+        upgraded = _installation_write(
+            lambda: services.installation_upgrade(
+                installation=installation,
+                spec_version=target,
+                properties=dict(data.get("properties") or {}),
+                secret_properties=dict(data.get("secret_properties") or {}),
+            )
+        )
+        return Response(InstallationOutputSerializer(upgraded).data)
+
+
 # --- CRM users and user mapping -------------------------------------------------------------
 
 

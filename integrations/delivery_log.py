@@ -9,10 +9,12 @@ current secret values before anything is shown, so a secret entered after the ro
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from typing import Literal
 
 from django.conf import settings
 from django.db.models import QuerySet
+from django.db.models.query import ModelIterable
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
@@ -25,10 +27,25 @@ STATUS_CHOICES: tuple[DeliveryStatus, ...] = ("ok", "failed")
 PRUNE_BATCH_SIZE = 5000
 
 
+class _RedactedEntries(ModelIterable):
+    """Yields the entries of a queryset redacted (`delivery_log_entry_redact`), so every
+    page or API response built from it is redacted however it is sliced or paginated. The
+    secrets of each installation are decrypted once per evaluation."""
+
+    def __iter__(self) -> Iterator[DeliveryLogEntry]:
+        secrets_by_installation: dict[int | None, set[str]] = {}
+        for entry in super().__iter__():
+            key = entry.installation_id
+            if key not in secrets_by_installation:
+                secrets_by_installation[key] = _installation_secrets(entry.installation)
+            yield _entry_redact(entry, secrets_by_installation[key])
+
+
 def delivery_log_list(
     *, user: object, installation: Installation, status: DeliveryStatus | None = None
 ) -> QuerySet[DeliveryLogEntry]:
-    """The installation's log, newest first; `status` "ok" or "failed" filters it.
+    """The installation's log, newest first; `status` "ok" or "failed" filters it. Its
+    entries come out redacted like `delivery_log_get` (URL and error included).
 
     Starts from `DeliveryLogEntry.objects.for_user(user)`, so another tenant's rows never
     appear even if a foreign installation were passed.
@@ -38,7 +55,10 @@ def delivery_log_list(
         qs = qs.filter(ok=True)
     elif status == "failed":
         qs = qs.filter(ok=False)
-    return qs.select_related("installation").order_by("-created_at", "-pk")
+    qs = qs.select_related("installation").order_by("-created_at", "-pk")
+    # How Django's own values()/values_list() change what a queryset yields; kept by clones.
+    qs._iterable_class = _RedactedEntries
+    return qs
 
 
 def delivery_log_get(*, user: object, pk: int | str) -> DeliveryLogEntry:
@@ -65,7 +85,10 @@ def _installation_secrets(installation: Installation | None) -> set[str]:
 def delivery_log_entry_redact(entry: DeliveryLogEntry) -> DeliveryLogEntry:
     """`entry` with the installation's secrets replaced by ``[redacted]`` in every text field
     shown to people (in memory only; the row is not saved)."""
-    secrets = _installation_secrets(entry.installation)
+    return _entry_redact(entry, _installation_secrets(entry.installation))
+
+
+def _entry_redact(entry: DeliveryLogEntry, secrets: set[str]) -> DeliveryLogEntry:
     if secrets:
         for field in ("url", "error", "request_body", "response_body"):
             setattr(entry, field, redact(getattr(entry, field) or "", secrets))

@@ -12,7 +12,35 @@ from integrations.engine.spec import PropertyDef, Spec
 SECRET_PLACEHOLDER = "•••••••• (stored — leave blank to keep)"
 
 
-def _field_for(prop: PropertyDef, *, has_stored_secret: bool) -> forms.Field:
+class WholeOrFloatField(forms.FloatField):
+    """A number field whose whole numbers come out as `int` (20, not 20.0), so a value used
+    in a URL or body reads as the admin typed it."""
+
+    def to_python(self, value: Any) -> int | float | None:
+        number = super().to_python(value)
+        if isinstance(number, float) and number.is_integer():
+            return int(number)
+        return number
+
+
+def property_choices(spec: Spec, index: int, prop: PropertyDef) -> list[tuple[str, str]]:
+    """(value, label) of each choice. The engine keeps only the values; a choice written as
+    `{"value": "in", "label": "India"}` keeps its label from the spec document."""
+    raw_items = spec.raw.get("properties")
+    raw_item = raw_items[index] if isinstance(raw_items, list) and index < len(raw_items) else {}
+    raw_choices = raw_item.get("choices") if isinstance(raw_item, dict) else None
+    if isinstance(raw_choices, list) and len(raw_choices) == len(prop.choices):
+        pairs = []
+        for value, raw in zip(prop.choices, raw_choices, strict=True):
+            label = raw.get("label") if isinstance(raw, dict) else None
+            pairs.append((str(value), str(label) if label not in (None, "") else str(value)))
+        return pairs
+    return [(str(c), str(c)) for c in prop.choices]
+
+
+def _field_for(
+    prop: PropertyDef, *, has_stored_secret: bool, choices: list[tuple[str, str]] | None = None
+) -> forms.Field:
     label = prop.label or prop.name
     common: dict[str, Any] = {"label": label, "help_text": prop.help, "required": prop.required}
     if prop.secret or prop.type == "secret":
@@ -29,12 +57,13 @@ def _field_for(prop: PropertyDef, *, has_stored_secret: bool) -> forms.Field:
     if prop.type == "url":
         return forms.URLField(initial=prop.default, assume_scheme="https", **common)
     if prop.type == "number":
-        return forms.FloatField(initial=prop.default, **common)
+        return WholeOrFloatField(initial=prop.default, **common)
     if prop.type == "boolean":
         common["required"] = False
         return forms.BooleanField(initial=bool(prop.default), **common)
     if prop.type == "choice":
-        choices = [(str(c), str(c)) for c in prop.choices]
+        if choices is None:
+            choices = [(str(c), str(c)) for c in prop.choices]
         if not prop.required:
             choices = [("", "—"), *choices]
         return forms.ChoiceField(choices=choices, initial=prop.default, **common)
@@ -64,7 +93,9 @@ class PropertyForm(forms.Form):
             field_name = f"prop_{index}"
             self.field_names[field_name] = prop.name
             self.fields[field_name] = _field_for(
-                prop, has_stored_secret=prop.name in self.stored_secrets
+                prop,
+                has_stored_secret=prop.name in self.stored_secrets,
+                choices=property_choices(spec, index, prop) if prop.type == "choice" else None,
             )
             if initial_values and prop.name in initial_values and not self.is_secret(prop):
                 self.initial[field_name] = initial_values[prop.name]

@@ -115,9 +115,28 @@ def spec_list(*, user: Any) -> QuerySet[IntegrationSpec]:
     )
 
 
+def _is_staff_reviewer(user: Any) -> bool:
+    return bool(
+        getattr(user, "is_authenticated", False)
+        and getattr(user, "is_active", False)
+        and getattr(user, "is_staff", False)
+    )
+
+
 def spec_get(*, user: Any, pk: int | str) -> IntegrationSpec:
-    """The spec `pk` if `user` may see it (a built-in or one of their accounts'); 404 else."""
-    return get_object_or_404(_visible_specs(user).select_related("account"), pk=pk)
+    """The spec `pk` if `user` may see it (a built-in or one of their accounts'); 404 else.
+
+    Platform staff review custom specs without belonging to their accounts: they may also
+    read any spec with a version waiting for review (what the review page links to).
+    Nobody else sees more than `for_user` gives.
+    """
+    visible = _visible_specs(user)
+    if _is_staff_reviewer(user):
+        waiting = IntegrationSpec.objects.filter(versions__status=SpecVersion.Status.SUBMITTED)
+        visible = IntegrationSpec.objects.filter(
+            Q(pk__in=visible.values("pk")) | Q(pk__in=waiting.values("pk"))
+        )
+    return get_object_or_404(visible.select_related("account"), pk=pk)
 
 
 def spec_versions_visible(*, user: Any, spec: IntegrationSpec) -> QuerySet[SpecVersion]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import secrets
 import urllib.parse
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from integrations.connections import (
@@ -112,10 +114,31 @@ def spec_upload(*, user: Any, account: Account, source: str | bytes | dict) -> S
         raise PermissionDenied("Only a reseller admin of this account can upload specs.")
     # Text is always parsed as JSON (bytes), never taken for a path on our disk.
     spec = load_spec(source.encode() if isinstance(source, str) else source)
+    _spec_id_check(spec=spec, account=account)
     version = _spec_version_store(spec=spec, account=account, uploaded_by=user, approved=False)
     if version is None:
         raise SpecError("This exact document was already uploaded.")
     return version
+
+
+def _spec_id_check(*, spec: Spec, account: Account) -> None:
+    """Refuse an `id` that another spec the account's organizations can see already uses.
+
+    Webhooks are routed by `/services/<id>/a<account>`: a custom spec reusing a built-in's id
+    would take over the built-in's route once approved. The account's own spec of that id is
+    fine — the upload is its new version.
+    """
+    # What the account's organizations see: the built-ins and the account's own specs.
+    visible = IntegrationSpec.objects.filter(Q(account__isnull=True) | Q(account=account))
+    clash = visible.filter(spec_id=spec.id).exclude(account=account).first()
+    if clash is not None:
+        raise SpecError(
+            Problem(
+                "/id",
+                f"“{spec.id}” is already the id of the built-in integration “{clash.name}”; "
+                "give your spec another id (for example with your company's name in it)",
+            )
+        )
 
 
 def spec_version_review(
@@ -182,13 +205,19 @@ def _property_value_clean(prop: PropertyDef, value: Any) -> Any:
     if prop.type == "number":
         if isinstance(value, bool):
             raise ValueError("Enter a number.")
-        if isinstance(value, int | float):
+        if isinstance(value, int):
             return value
-        try:
-            number = float(str(value).strip())
-        except ValueError:
-            raise ValueError("Enter a number.") from None
-        return int(number) if number.is_integer() and "." not in str(value) else number
+        if isinstance(value, float):
+            number = value
+        else:
+            try:
+                number = float(str(value).strip())
+            except ValueError:
+                raise ValueError("Enter a number.") from None
+        if not math.isfinite(number):
+            raise ValueError("Enter a number.")
+        # Whole numbers are stored as int: a page size of 20 is sent as 20, never "20.0".
+        return int(number) if number.is_integer() else number
     text = value if isinstance(value, str) else str(value)
     text = text.strip()
     if prop.type == "url":
@@ -310,11 +339,75 @@ def _connected_as(client: SpecClient, *, admin_email: str = "") -> str:
 
 
 def _verify_method(spec: Spec) -> str | None:
-    """The harmless call that proves basic/bearer/token credentials work."""
-    for name in ("Users", *USER_INFO_METHODS):
+    """The harmless call that proves basic/bearer/token credentials work: `Users`, a
+    user-info method, else `FindContact` with a number no contact has."""
+    for name in ("Users", *USER_INFO_METHODS, "FindContact"):
         if spec.has_method(name):
             return name
     return None
+
+
+# A fictional number (555-01xx is reserved for fiction): FindContact with it finds nobody, so
+# its answer only tells whether the credentials were accepted.
+VERIFY_PHONE = "+12025550199"
+# Shown (as the installation's status detail) when nothing could check the credentials.
+CREDENTIALS_NOT_VERIFIED = (
+    "Credentials not verified: this integration has no read method to test with. "
+    "Check them by watching the delivery log when it is first used."
+)
+
+
+def _credential_names(spec: Spec) -> list[str]:
+    """The properties the spec's authentication uses (e.g. "API Key"), in form order."""
+    text = json.dumps(spec.authentication)
+    names = [
+        prop.name
+        for prop in spec.properties
+        if f"{spec.var_char}{prop.name}{spec.var_char}" in text
+    ]
+    return names or [prop.name for prop in spec.properties if property_is_secret(prop)]
+
+
+def _credentials_hint(spec: Spec, message: str) -> str:
+    """`message` with the engine's "reconnect the integration" turned into what a person can
+    do for a spec without OAuth: there is no Connect button, the credentials are settings."""
+    if _is_oauth2(spec) or "reconnect the integration" not in message:
+        return message
+    names = _credential_names(spec)
+    what = " and ".join(f"“{name}”" for name in names) if names else "API key or password"
+    hint = f"check the {what} in the integration's Settings (Edit) and save again"
+    return message.replace("reconnect the integration", hint)
+
+
+def _reworded(exc: IntegrationError, spec: Spec) -> IntegrationError:
+    """`exc` with its message made actionable for `spec` (see `_credentials_hint`)."""
+    message = _credentials_hint(spec, exc.message)
+    if message == exc.message:
+        return exc
+    return IntegrationError(
+        message,
+        status=exc.status,
+        method=exc.method,
+        url=exc.url,
+        permanent=exc.permanent,
+        retry_after=exc.retry_after,
+        auth_failed=exc.auth_failed,
+        response_body=exc.response_body,
+    )
+
+
+def _verify_call(client: SpecClient, method: str) -> CallResult | None:
+    """Run the verification `method`. FindContact is run with `VERIFY_PHONE`: finding nobody
+    is success, and so is a 404 (how some CRMs say "no match"); 401/403 and every other
+    failure raise. None when FindContact answered 404."""
+    if method != "FindContact":
+        return client.call(method)
+    try:
+        return client.call(method, {"phone": VERIFY_PHONE})
+    except IntegrationError as exc:
+        if exc.status == 404 and not exc.auth_failed:
+            return None
+        raise
 
 
 def _run_install(installation: Installation, client: SpecClient) -> dict[str, Any]:
@@ -346,28 +439,42 @@ def _verify_and_install(installation: Installation, *, admin_email: str, install
         # A new client sees the captured values.
         connection = installation_connection(installation)
     method = _verify_method(spec)
-    if spec.auth_type == "none" or (method is None and spec.auth_type != "token"):
+    if spec.auth_type == "none":
+        return
+    if method is None and spec.auth_type != "token":
+        # Nothing harmless to call: say so rather than pass silently.
+        installation.connected_as = ""
+        installation.status_detail = CREDENTIALS_NOT_VERIFIED
+        installation.save(update_fields=["connected_as", "status_detail", "updated_at"])
         return
     try:
         if method is None:
             # No harmless read: obtaining a token proves the token-exchange credentials.
             connection.client.authenticator.current_tokens()  # type: ignore[attr-defined]
-            return
-        result = connection.client.call(method)
-    except (IntegrationError, SpecError):
+            result = None
+        else:
+            result = _verify_call(connection.client, method)
+    except (IntegrationError, SpecError) as exc:
         if installed and spec.uninstall:
             # Undo what Install did at the provider before everything here is rolled back.
             try:
                 connection.client.uninstall()
             except (IntegrationError, SpecError) as undo_error:
                 logger.warning("Uninstall after a failed verification failed: %s", undo_error)
+        if isinstance(exc, IntegrationError):
+            raise _reworded(exc, spec) from exc
         raise
-    if method == "Users":
+    if method == "Users" and result is not None:
         chosen = _user_pick(result.records, admin_email)
         installation.connected_as = _label_of_user(chosen)[:300] if chosen else ""
-    else:
+    elif method in USER_INFO_METHODS and result is not None:
         installation.connected_as = _label_of_user(result.first())[:300]
-    installation.save(update_fields=["connected_as", "updated_at"])
+    else:
+        # A token or a search that found nobody proves the credentials, not whose they are.
+        installation.connected_as = ""
+    if installation.status_detail == CREDENTIALS_NOT_VERIFIED:
+        installation.status_detail = ""
+    installation.save(update_fields=["connected_as", "status_detail", "updated_at"])
 
 
 def _installation_options_clean(
@@ -398,9 +505,11 @@ def installation_create(
 
     Property values are checked against the spec (required, typed; secrets encrypted). For a
     spec that is not `oauth2`, its `Install` requests run now (their captures are stored on the
-    installation) and basic/bearer/token credentials are verified by a harmless call (`Users`
-    if the spec has it); an `oauth2` installation starts *not connected* and runs `Install`
-    after a successful OAuth connect, since it needs the tokens.
+    installation) and basic/bearer/token credentials are verified by a harmless call (`Users`,
+    a user-info method, or `FindContact` with a number that matches nobody; a spec with none
+    of them is saved with `status_detail` saying its credentials were not verified); an
+    `oauth2` installation starts *not connected* and runs `Install` after a successful OAuth
+    connect, since it needs the tokens.
 
     All of it is one transaction: when Install or the verification fails, no installation is
     created (nor its tokens or delivery log rows).
@@ -645,7 +754,7 @@ def installation_test(
     try:
         result: CallResult = client.call(method_name, params)
     except (IntegrationError, SpecError) as exc:
-        outcome.error = str(exc)
+        outcome.error = _credentials_hint(spec, str(exc))
         try:
             outcome.requests = [request_summary(r) for r in client.dry_run(method_name, params)]
         except (IntegrationError, SpecError):
@@ -685,7 +794,7 @@ def installation_test(
             "status": entry.status_code,
             "duration_ms": entry.duration_ms,
             "attempt": entry.attempt,
-            "error": entry.error,
+            "error": _credentials_hint(spec, entry.error or ""),
         }
         for entry in connection.log.entries
     ]
@@ -859,9 +968,22 @@ def _oauth_revoke(installation: Installation) -> list[str]:
 def oauth_disconnect(*, installation: Installation) -> None:
     """Disconnect an oauth2 installation: run its `Uninstall` requests (they undo what
     connecting set up) and revoke the tokens where the spec can — both best effort —, then
-    wipe the tokens and mark it *not connected*. Problems are kept in `status_detail`."""
+    wipe the tokens and mark it *not connected*. Problems are kept in `status_detail`.
+
+    Raises:
+        SpecError: the spec does not use oauth2 (there is no connection to undo; its
+            credentials are property values, changed in the integration's settings).
+    """
     installation.refresh_from_db()
     spec = installation_spec(installation)
+    if not _is_oauth2(spec):
+        raise SpecError(
+            Problem(
+                "/authentication/type",
+                f"{spec.name} does not use OAuth 2.0, so there is nothing to disconnect; "
+                "change its credentials in the integration's settings or disable it",
+            )
+        )
     problems: list[str] = []
     if (installation.tokens or {}).get("access_token"):
         if spec.uninstall:

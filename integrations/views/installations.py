@@ -23,7 +23,12 @@ from integrations import selectors, services
 from integrations.connections import installation_spec, sms_webhook_path
 from integrations.engine.errors import IntegrationError, SpecError
 from integrations.engine.spec import Spec
-from integrations.forms import ConnectionTestForm, InstallationSettingsForm, PropertyForm
+from integrations.forms import (
+    ConnectionTestForm,
+    InstallationSettingsForm,
+    PropertyForm,
+    property_choices,
+)
 from integrations.models import Installation
 from tenants import selectors as tenant_selectors
 
@@ -68,6 +73,16 @@ def _related_url(name: str, installation: Installation, fallback: str) -> str:
     return fallback
 
 
+def _saved_message(request: HttpRequest, installation: Installation, done: str) -> None:
+    """`done` as a success message, or as a warning when the credentials could not be
+    verified (the spec has no harmless read method)."""
+    installation.refresh_from_db(fields=["status_detail"])
+    if installation.status_detail == services.CREDENTIALS_NOT_VERIFIED:
+        messages.warning(request, f"{done} {installation.status_detail}")
+    else:
+        messages.success(request, done)
+
+
 def _test_methods(spec: Spec) -> list[str]:
     return [m for m in services.CONNECTION_TEST_METHODS if spec.has_method(m)]
 
@@ -76,9 +91,12 @@ def _property_rows(installation: Installation, spec: Spec) -> list[dict[str, Any
     """Each property with its value for people: secrets only say whether one is stored."""
     stored_secrets = installation.secret_properties or {}
     rows = []
-    for prop in spec.properties:
+    for index, prop in enumerate(spec.properties):
         secret = services.property_is_secret(prop)
         value = None if secret else (installation.properties or {}).get(prop.name)
+        if prop.type == "choice" and value is not None:
+            # The choice's label when the spec gives one ("India" rather than "in").
+            value = dict(property_choices(spec, index, prop)).get(str(value), value)
         rows.append(
             {
                 "label": prop.label or prop.name,
@@ -127,6 +145,12 @@ def installation_create(request: HttpRequest, org_id: int, spec_id: int) -> Http
                     request,
                     f"{entry.spec.name} is set up. Connect it to your account to start.",
                 )
+            elif installation.status_detail == services.CREDENTIALS_NOT_VERIFIED:
+                messages.warning(
+                    request, f"{entry.spec.name} is enabled. {installation.status_detail}"
+                )
+            elif entry.loaded.auth_type == "none":
+                messages.success(request, f"{entry.spec.name} is enabled.")
             else:
                 messages.success(request, f"{entry.spec.name} is enabled and the test call worked.")
             return redirect("integrations:installation_detail", installation_id=installation.pk)
@@ -185,7 +209,7 @@ def installation_edit(request: HttpRequest, installation_id: int) -> HttpRespons
         except (IntegrationError, SpecError) as exc:
             error = str(exc)
         else:
-            messages.success(request, "Settings saved.")
+            _saved_message(request, installation, "Settings saved.")
             return redirect("integrations:installation_detail", installation_id=installation.pk)
     return render(
         request,
@@ -241,7 +265,7 @@ def installation_upgrade(request: HttpRequest, installation_id: int) -> HttpResp
         except (IntegrationError, SpecError) as exc:
             error = str(exc)
         else:
-            messages.success(request, f"Upgraded to version {target.number}.")
+            _saved_message(request, installation, f"Upgraded to version {target.number}.")
             return redirect("integrations:installation_detail", installation_id=installation.pk)
     return render(
         request,

@@ -57,7 +57,11 @@ def oauth_disconnect(request: HttpRequest, installation_id: int) -> HttpResponse
     installation = selectors.installation_get(user=request.user, pk=installation_id)
     if (refused := _post_only(request)) is not None:
         return refused
-    services.oauth_disconnect(installation=installation)
+    try:
+        services.oauth_disconnect(installation=installation)
+    except SpecError as exc:
+        messages.error(request, "; ".join(p.message for p in exc.problems) + ".")
+        return redirect("integrations:installation_detail", installation_id=installation.pk)
     if installation.status_detail:
         messages.warning(request, installation.status_detail)
     else:

@@ -19,6 +19,7 @@ from integrations.sandbox.zoho import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from integrations.services import builtin_specs_sync
 from tenants.demo import DEMO_PASSWORD, DEMO_USERNAME, demo_seed
 from tenants.models import PbxUser
+from tests.integrations.portal.portal_support import raw_installation_column
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -87,6 +88,10 @@ def test_enable_connect_and_test_zoho(
     installation = Installation.objects.get(organization__name="Bayside Optometry")
     assert installation.status == Installation.Status.ACTIVE
     assert zoho_server.integrated is True
+    # The tokens are stored encrypted: neither one is readable in the database column.
+    raw_tokens = raw_installation_column(installation.pk, "tokens")
+    assert raw_tokens and installation.tokens["access_token"] not in raw_tokens
+    assert installation.tokens["refresh_token"] not in raw_tokens
 
     # Fetch the CRM users (a task: eager here) and map a PBX user by hand.
     bob = PbxUser.objects.create(
@@ -125,5 +130,10 @@ def test_enable_connect_and_test_zoho(
     page.click("[data-testid=delivery-log-link]")
     page.wait_for_load_state()
     assert page.url.endswith(f"/integrations/installations/{installation.pk}/log/")
-    assert "callerdetails" in page.content() or "FindContact" in page.content()
+    # The test connection's FindContact is there, as a successful request (2xx, no error).
+    found = page.locator("#delivery-log tr[data-method=FindContact][data-ok=true]")
+    assert found.count() >= 1
+    assert re.fullmatch(r"2\d\d", found.first.locator(".badge-success").inner_text().strip())
+    assert found.first.locator(".log-error").inner_text().strip() == ""
+    assert DEFAULT_CLIENT_SECRET not in page.content()
     screenshot("12-delivery-log")

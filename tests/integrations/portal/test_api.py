@@ -12,9 +12,11 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from integrations import services
 from integrations.models import (
     CrmUser,
     Installation,
@@ -24,6 +26,7 @@ from integrations.models import (
     UserMapping,
 )
 from integrations.sandbox.generic_crm import DEFAULT_CLIENT_SECRET
+from integrations.services import builtin_specs_sync
 from tenants.models import SmsNumber
 from tests.factories import (
     FACTORY_CRM_DOCUMENT,
@@ -34,6 +37,11 @@ from tests.factories import (
     SpecVersionFactory,
 )
 from tests.integrations.portal.mapping_support import Tenant, crm_installation, sms_installation
+from tests.integrations.portal.portal_support import (
+    approved_version,
+    builtin_version,
+    connect_through_views,
+)
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("allow_loopback")]
 
@@ -50,6 +58,8 @@ INTEGRATIONS_OPERATIONS: dict[str, set[str]] = {
     "/api/v1/installations/{installation_id}/": {"get", "put", "patch", "delete"},
     "/api/v1/installations/{installation_id}/test/": {"post"},
     "/api/v1/installations/{installation_id}/oauth/connect/": {"post"},
+    "/api/v1/installations/{installation_id}/oauth/disconnect/": {"post"},
+    "/api/v1/installations/{installation_id}/upgrade/": {"post"},
     "/api/v1/installations/{installation_id}/user-mapping/": {"get"},
     "/api/v1/installations/{installation_id}/user-mapping/{pbx_user_id}/": {
         "get",
@@ -145,6 +155,20 @@ def test_an_invalid_upload_reports_every_problem_by_json_pointer(tenant_a: Tenan
     assert body["errors"]["/API/FindContact/request_path"] == ["unknown placeholder $phon$"]
     assert "/API/Users/request_method" in body["errors"]
     assert not IntegrationSpec.objects.filter(spec_id="broken-crm").exists()
+
+
+def test_an_upload_reusing_a_builtin_id_is_refused_at_id(tenant_a: Tenant) -> None:
+    builtin_specs_sync()
+    document = {**copy.deepcopy(FACTORY_CRM_DOCUMENT), "id": "example-crm"}
+
+    response = _client(tenant_a.reseller).post(
+        _url("spec-upload"), {"document": document}, format="json"
+    )
+
+    assert response.status_code == 400, response.content
+    errors = response.json()["errors"]
+    assert list(errors) == ["/id"] and "example-crm" in errors["/id"][0]
+    assert not IntegrationSpec.objects.filter(account=tenant_a.account).exists()
 
 
 def test_unparseable_json_in_a_file_is_a_validation_error(tenant_a: Tenant) -> None:
@@ -380,6 +404,83 @@ def test_oauth_connect_on_a_bearer_spec_is_a_400(tenant_a: Tenant) -> None:
 
     assert response.status_code == 400
     assert "/authentication/type" in response.json()["errors"]
+
+
+def test_upgrade_moves_to_the_latest_approved_version_and_asks_for_new_properties(
+    tenant_a: Tenant, crm_server: Any
+) -> None:
+    installation = crm_installation(tenant_a.org, crm_server)
+    v1 = installation.spec_version
+    document = copy.deepcopy(v1.document)
+    document["properties"] = [*document["properties"], {"name": "Team", "required": True}]
+    v2 = approved_version(document)
+    client = _client(tenant_a.reseller)
+    url = _url("installation-upgrade", installation_id=installation.pk)
+
+    missing = client.post(url, {}, format="json")
+    installation.refresh_from_db()
+    assert missing.status_code == 400, missing.content
+    assert list(missing.json()["errors"]) == ["Team"]
+    assert installation.spec_version == v1
+
+    upgraded = client.post(url, {"properties": {"Team": "Sales"}}, format="json")
+
+    assert upgraded.status_code == 200, upgraded.content
+    body = upgraded.json()
+    assert (body["spec_version"], body["spec_version_number"]) == (v2.pk, v1.number + 1)
+    assert body["properties"] == {"Base URL": crm_server.url, "Team": "Sales"}
+    assert body["secret_properties_set"] == ["API Key"] and API_KEY not in upgraded.content.decode()
+    # The credentials were verified again against the CRM.
+    assert len(crm_server.requests_to("/users", "GET")) == 1
+    again = client.post(url, {}, format="json")
+    assert again.status_code == 400 and "nothing to upgrade" in again.json()["message"]
+
+
+def test_oauth_disconnect_revokes_and_wipes_the_tokens(
+    tenant_a: Tenant, crm_server: Any, settings: Any
+) -> None:
+    settings.PUBLIC_BASE_URL = "http://testserver"
+    crm_server.configure(auto_approve=True)
+    installation = services.installation_create(
+        user=tenant_a.reseller,
+        organization=tenant_a.org,
+        spec_version=builtin_version("example-crm"),
+        properties={"Instance URL": crm_server.url, "Client ID": "sandbox-crm-client"},
+        secret_properties={"Client Secret": DEFAULT_CLIENT_SECRET},
+    )
+    browser = Client()
+    browser.force_login(tenant_a.reseller)
+    connect_through_views(browser, installation.pk)
+    installation.refresh_from_db()
+    refresh_token = installation.tokens["refresh_token"]
+
+    response = _client(tenant_a.reseller).post(
+        _url("installation-oauth-disconnect", installation_id=installation.pk)
+    )
+
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["connected"] is False and body["status"] == "not_connected"
+    assert body["connected_as"] == "" and body["status_detail"] == ""
+    revoked = crm_server.requests_to("/oauth/revoke", "POST")
+    assert [r.args().get("token") for r in revoked] == [refresh_token]
+    installation.refresh_from_db()
+    assert installation.tokens is None
+
+
+def test_oauth_disconnect_of_a_bearer_spec_is_a_400_and_changes_nothing(
+    tenant_a: Tenant,
+) -> None:
+    installation = crm_installation(tenant_a.org)
+
+    response = _client(tenant_a.reseller).post(
+        _url("installation-oauth-disconnect", installation_id=installation.pk)
+    )
+
+    assert response.status_code == 400
+    assert "/authentication/type" in response.json()["errors"]
+    installation.refresh_from_db()
+    assert installation.status == Installation.Status.ACTIVE
 
 
 # --- User mapping ---------------------------------------------------------------------------

@@ -113,6 +113,18 @@ ROUTES: list[Route] = [
         lambda t: {"installation_id": t.installation.pk},
         _none,
     ),
+    Route(
+        "installation-oauth-disconnect",
+        ("POST",),
+        lambda t: {"installation_id": t.installation.pk},
+        _none,
+    ),
+    Route(
+        "installation-upgrade",
+        ("POST",),
+        lambda t: {"installation_id": t.installation.pk},
+        lambda t: {"properties": {"Base URL": "https://evil.example.com"}},
+    ),
     Route("user-mapping-list", ("GET",), lambda t: {"installation_id": t.installation.pk}, _none),
     Route(
         "user-mapping-detail",

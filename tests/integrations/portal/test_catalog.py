@@ -288,3 +288,58 @@ def test_a_submitted_version_does_not_rename_the_spec_until_approved(db, tenant_
     assert IntegrationSpec.objects.get(pk=first.spec_id).name == "Acme CRM"
     spec_version_review(reviewer=admin_user, version=renamed, approve=True)
     assert IntegrationSpec.objects.get(pk=first.spec_id).name == "Acme CRM 2"
+
+
+def test_staff_without_membership_can_read_the_spec_they_review(
+    client: Client, tenant_a: Tenant, tenant_b: Tenant
+) -> None:
+    client.force_login(tenant_a.reseller)
+    _upload(client, bearer_crm_document("reviewed-crm", name="Reviewed CRM"))
+    version = SpecVersion.objects.get(spec__spec_id="reviewed-crm")
+    staff = UserFactory(is_staff=True)
+    assert not staff.memberships.exists()
+    client.force_login(staff)
+
+    review_page = client.get(reverse("integrations:spec_review_list")).content.decode()
+    link = f"{reverse('integrations:spec_detail', args=[version.spec.pk])}?version=1"
+    assert link in review_page
+    response = client.get(link)
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "Reviewed CRM" in page and "Submitted" in page
+    assert "Spec document (v1)" in page and "/contacts/search" in page
+    # Reseller users of another account still cannot see it.
+    client.force_login(tenant_b.reseller)
+    assert client.get(link).status_code == 404
+
+
+def test_a_custom_spec_cannot_reuse_a_builtin_id(client: Client, tenant_a: Tenant) -> None:
+    builtin_specs_sync()
+    builtin = IntegrationSpec.objects.get(account__isnull=True, spec_id="example-sms")
+    document = dict(builtin.latest_approved().document, name="My SMS")
+    client.force_login(tenant_a.reseller)
+
+    response = _upload(client, document)
+
+    assert response.status_code == 200
+    problems = response.context["problems"]
+    assert [p["pointer"] for p in problems] == ["/id"]
+    assert "example-sms" in problems[0]["message"] and "another id" in problems[0]["message"]
+    assert "/id" in response.content.decode()
+    assert list(IntegrationSpec.objects.filter(spec_id="example-sms")) == [builtin]
+
+
+def test_an_accounts_own_id_is_a_new_version_and_other_accounts_ids_are_free(
+    client: Client, tenant_a: Tenant, tenant_b: Tenant
+) -> None:
+    client.force_login(tenant_b.reseller)
+    assert _upload(client, bearer_crm_document("shared-name-crm")).status_code == 302
+    client.force_login(tenant_a.reseller)
+
+    first = _upload(client, bearer_crm_document("shared-name-crm"))
+    second = _upload(client, bearer_crm_document("shared-name-crm", name="Renamed"))
+
+    assert first.status_code == 302 and second.status_code == 302
+    mine = IntegrationSpec.objects.get(spec_id="shared-name-crm", account=tenant_a.account)
+    assert mine.versions.count() == 2

@@ -4,6 +4,7 @@ error and the request sent — never a secret property's value."""
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import pytest
@@ -146,6 +147,10 @@ def test_rejected_credentials_show_an_actionable_error(
     assert 'data-testid="test-error"' in page and "401" in page
     assert "wrong-but-secret-value" not in page
     assert f"{crm_server.url}/users" in page
+    # A bearer spec has no Connect button: the message says which setting to fix.
+    shown = html.unescape(page)
+    assert "credentials rejected — check the “API Key” in the integration's Settings" in shown
+    assert "reconnect" not in shown.lower()
 
 
 def test_service_returns_the_result_as_json(tenant_a: Tenant, crm_server: Any) -> None:

@@ -228,3 +228,33 @@ def test_the_prune_task_runs_daily_and_uses_the_service(installation: Any) -> No
     schedule = settings.CELERY_BEAT_SCHEDULE["delivery-log-prune"]
     assert schedule["task"] == delivery_log_prune_task.name
     assert settings.DELIVERY_LOG_RETENTION_DAYS == 30
+
+
+def test_the_list_is_redacted_like_the_detail_on_the_page_and_in_the_api(
+    client: Client, tenant_a: Tenant, installation: Any
+) -> None:
+    """A row written before the secret was entered (or by another path) still has it in its
+    URL and error: the list must not show it any more than the detail does."""
+    planted = DeliveryLogEntryFactory(
+        installation=installation,
+        ok=False,
+        status_code=401,
+        url=f"http://127.0.0.1:9/contacts/search?api_key={SECRET}",
+        error=f"401 from CRM: key {SECRET} rejected",
+    )
+    client.force_login(tenant_a.reseller)
+
+    page = client.get(_log_url(installation)).content.decode()
+    listed = client.get(
+        reverse("integrations-api:delivery-log-list", args=[installation.pk])
+    ).json()["results"]
+    selected = delivery_log_list(user=tenant_a.reseller, installation=installation)[0]
+
+    assert SECRET not in page
+    assert "key [redacted] rejected" in page
+    assert [row["id"] for row in listed] == [planted.pk]
+    assert listed[0]["url"].endswith("api_key=[redacted]")
+    assert listed[0]["error"] == "401 from CRM: key [redacted] rejected"
+    assert SECRET not in selected.url + selected.error
+    planted.refresh_from_db()
+    assert SECRET in planted.url  # only what is shown is redacted, the row is left as it was

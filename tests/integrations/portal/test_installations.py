@@ -16,11 +16,14 @@ from integrations.models import DeliveryLogEntry, Installation
 from integrations.sandbox.pytest_fixtures import ringrx_server  # noqa: F401
 from integrations.sandbox.ringrx import DEFAULT_API_SECRET, DEFAULT_API_TOKEN
 from integrations.services import (
+    CREDENTIALS_NOT_VERIFIED,
+    VERIFY_PHONE,
     installation_create,
     installation_delete,
     installation_update,
     installation_upgrade,
 )
+from tests.factories import FACTORY_SMS_DOCUMENT
 from tests.integrations.portal.portal_support import (
     API_KEY_SECRET,
     approved_version,
@@ -76,8 +79,68 @@ def test_wrong_credentials_create_nothing(tenant_a: Tenant, crm_server: Any) -> 
         _create(tenant_a, bearer_crm_document(), crm_server, key="wrong-key")
 
     assert "401" in str(caught.value)
+    assert "check the “API Key” in the integration's Settings" in str(caught.value)
+    assert "reconnect" not in str(caught.value)
     assert not Installation.objects.exists()
     assert not DeliveryLogEntry.objects.exists()
+
+
+FIND_CONTACT_ONLY_DOCUMENT = bearer_crm_document(
+    "find-only-crm",
+    API={"FindContact": bearer_crm_document()["API"]["FindContact"]},
+)
+
+
+def test_without_users_the_key_is_verified_with_a_find_contact_that_matches_nobody(
+    tenant_a: Tenant, crm_server: Any
+) -> None:
+    with pytest.raises(IntegrationError) as caught:
+        _create(tenant_a, FIND_CONTACT_ONLY_DOCUMENT, crm_server, key="wrong-key")
+
+    assert "401" in str(caught.value) and "“API Key”" in str(caught.value)
+    assert not Installation.objects.exists()
+    searched = crm_server.requests_to("/contacts/search", "GET")
+    assert len(searched) == 1 and searched[0].args()["phone"] == VERIFY_PHONE
+
+    installation = _create(tenant_a, FIND_CONTACT_ONLY_DOCUMENT, crm_server)
+
+    assert installation.status == Installation.Status.ACTIVE
+    assert installation.status_detail == "" and installation.connected_as == ""
+    assert len(crm_server.requests_to("/contacts/search", "GET")) == 2
+
+
+BEARER_SMS_DOCUMENT = {
+    **FACTORY_SMS_DOCUMENT,
+    "id": "bearer-sms",
+    "name": "Bearer SMS",
+    "properties": [
+        {"name": "Base URL", "type": "url", "required": True},
+        {"name": "API Key", "type": "secret", "required": True},
+    ],
+    "authentication": {"type": "bearer", "token": "$API Key$"},
+}
+
+
+def test_a_spec_with_no_read_method_says_the_credentials_were_not_verified(
+    client: Client, tenant_a: Tenant, crm_server: Any
+) -> None:
+    version = approved_version(BEARER_SMS_DOCUMENT)
+    client.force_login(tenant_a.reseller)
+
+    response = client.post(
+        reverse("integrations:installation_create", args=[tenant_a.org.pk, version.spec_id]),
+        {"prop_0": crm_server.url, "prop_1": "any-key-at-all"},
+        follow=True,
+    )
+
+    installation = Installation.objects.get(organization=tenant_a.org)
+    assert installation.status_detail == CREDENTIALS_NOT_VERIFIED
+    page = response.content.decode()
+    assert "credentials not verified: this integration has no read method to test with" in (
+        page.lower()
+    )
+    assert "the test call worked" not in page
+    assert crm_server.requests_to("*") == []
 
 
 def test_install_runs_on_enable_and_its_captures_are_stored(

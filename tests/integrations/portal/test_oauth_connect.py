@@ -141,6 +141,10 @@ def test_zoho_connect_runs_install_and_tells_who_is_connected(
     registered = zoho_server.call_control["urls"]["clicktocallurl"]
     assert registered == f"http://testserver/api/v1/hooks/crm/{zoho_installation.key}/clicktocall"
     assert zoho_installation.tokens["extra"] == {"api_domain": zoho_server.url}
+    # The tokens are encrypted at rest: neither one is in the stored column.
+    tokens = dict(zoho_installation.tokens)
+    raw = raw_installation_column(zoho_installation.pk, "tokens")
+    assert raw and tokens["access_token"] not in raw and tokens["refresh_token"] not in raw
 
     zoho_server.advance_clock(zoho_server.token_lifetime + 60)
     result = installation_test(installation=zoho_installation)
@@ -148,6 +152,10 @@ def test_zoho_connect_runs_install_and_tells_who_is_connected(
     assert result.ok, result.error
     assert [r["user_name"] for r in result.records][:1] == ["Alice Admin"]
     assert token_grants(zoho_server, "/oauth/v2/token") == ["authorization_code", "refresh_token"]
+    zoho_installation.refresh_from_db()
+    refreshed = zoho_installation.tokens["access_token"]
+    assert refreshed != tokens["access_token"]
+    assert refreshed not in raw_installation_column(zoho_installation.pk, "tokens")
 
 
 def test_connected_as_prefers_the_crm_user_with_the_admins_email(
@@ -369,6 +377,26 @@ def test_connect_of_a_non_oauth_spec_is_refused(
     )
     assert "does not use OAuth" in _messages(response)[0]
     assert not OAuthState.objects.exists()
+
+
+def test_disconnect_of_a_non_oauth_spec_is_refused_and_changes_nothing(
+    client: Client, tenant_a: Tenant, crm_server: Any
+) -> None:
+    installation = installation_create(
+        user=tenant_a.reseller,
+        organization=tenant_a.org,
+        spec_version=approved_version(bearer_crm_document()),
+        properties={"Base URL": crm_server.url},
+        secret_properties={"API Key": API_KEY_SECRET},
+    )
+    client.force_login(tenant_a.reseller)
+
+    response = client.post(reverse("integrations:oauth_disconnect", args=[installation.pk]))
+
+    assert "nothing to disconnect" in _messages(response)[0]
+    installation.refresh_from_db()
+    assert installation.status == Installation.Status.ACTIVE
+    assert installation.connected_as
 
 
 def test_connect_needs_post(

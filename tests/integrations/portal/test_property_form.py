@@ -99,11 +99,77 @@ def test_form_values_are_typed_and_split_into_plain_and_secret() -> None:
     plain, secret = form.property_values()
     assert plain == {
         "Base URL": "https://crm.example.com",
-        "Timeout": 20.0,
+        "Timeout": 20,
         "Sandbox Mode": False,
         "Region": "in",
     }
+    # A whole number stays whole: sent as 20, never "20.0".
+    assert type(plain["Timeout"]) is int
     assert secret == {"API Key": "s3cret-api-key"}
+
+
+def test_a_fractional_number_stays_a_float() -> None:
+    form = PropertyForm(
+        {"prop_0": "https://crm.example.com", "prop_1": "k", "prop_3": "2.5", "prop_5": "us"},
+        spec=load_spec(EVERY_TYPE_DOCUMENT),
+    )
+
+    assert form.is_valid(), form.errors
+    assert form.property_values()[0]["Timeout"] == 2.5
+
+
+def test_choice_labels_are_shown_and_values_are_stored() -> None:
+    form = PropertyForm(spec=load_spec(EVERY_TYPE_DOCUMENT))
+    region = form.fields["prop_5"]
+
+    assert list(region.choices) == [("us", "us"), ("eu", "eu"), ("in", "India")]
+    html = str(form["prop_5"])
+    assert '<option value="in">India</option>' in html
+
+
+PAGE_SIZE_DOCUMENT: dict[str, Any] = bearer_crm_document(
+    "page-size-crm",
+    properties=[
+        {"name": "Base URL", "type": "url", "required": True},
+        {"name": "API Key", "type": "secret", "required": True},
+        {"name": "Page Size", "type": "number", "required": True},
+    ],
+    API={
+        **bearer_crm_document()["API"],
+        "Users": {
+            **bearer_crm_document()["API"]["Users"],
+            "request_path": "/users",
+            "request_parameters": {"limit": "$Page Size$"},
+        },
+    },
+)
+
+
+@pytest.mark.django_db
+def test_a_number_typed_in_the_form_is_sent_as_typed(
+    client: Client, tenant_a: Tenant, crm_server: Any, settings: Any
+) -> None:
+    settings.OUTBOUND_ALLOW_PRIVATE_NETWORKS = True
+    version = approved_version(PAGE_SIZE_DOCUMENT)
+    client.force_login(tenant_a.reseller)
+
+    response = client.post(
+        reverse("integrations:installation_create", args=[tenant_a.org.pk, version.spec_id]),
+        {
+            "prop_0": crm_server.url,
+            "prop_1": API_KEY_SECRET,
+            "prop_2": "20",
+            "label": "",
+            "match_policy": "recent",
+        },
+    )
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    installation = Installation.objects.get(organization=tenant_a.org)
+    assert installation.properties["Page Size"] == 20
+    assert type(installation.properties["Page Size"]) is int
+    verified = crm_server.requests_to("/users", "GET")
+    assert [request.args().get("limit") for request in verified] == ["20"]
 
 
 def test_urls_and_choices_are_validated() -> None:
@@ -179,3 +245,20 @@ def test_secrets_are_encrypted_at_rest(installed: Installation) -> None:
     assert Installation.objects.get(pk=installed.pk).secret_properties == {
         "API Key": API_KEY_SECRET
     }
+
+
+@pytest.mark.django_db
+def test_the_installation_page_shows_a_choices_label(client: Client, tenant_a: Tenant) -> None:
+    installation = Installation.objects.create(
+        organization=tenant_a.org,
+        spec_version=approved_version(EVERY_TYPE_DOCUMENT),
+        properties={"Base URL": "https://crm.example.com", "Region": "in"},
+        secret_properties={"API Key": API_KEY_SECRET},
+    )
+    client.force_login(tenant_a.reseller)
+
+    page = client.get(reverse("integrations:installation_detail", args=[installation.pk]))
+
+    assert "India" in page.content.decode()
+    edit = client.get(reverse("integrations:installation_edit", args=[installation.pk]))
+    assert '<option value="in" selected>India</option>' in edit.content.decode()
