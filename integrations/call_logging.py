@@ -68,11 +68,9 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.mail import send_mail
 from django.db import connection, transaction
 from django.db.models import F, Prefetch, QuerySet
 from django.shortcuts import get_object_or_404
-from django.urls import reverse
 from django.utils import timezone
 
 from integrations.connections import Connection, installation_connection, installation_spec
@@ -88,7 +86,8 @@ from integrations.models import (
     Notice,
     UserMapping,
 )
-from tenants.models import Membership, Organization, PbxUser
+from integrations.services import installation_needs_reconnect
+from tenants.models import Organization, PbxUser
 
 logger = logging.getLogger(__name__)
 
@@ -401,9 +400,8 @@ def call_activities_resume(*, installation: Installation) -> list[int]:
     reconnecting (enqueued when the transaction commits). Returns their ids; does nothing
     unless the installation is active.
 
-    Call it wherever an installation becomes active again (OAuth connected, credentials
-    fixed, a connection test that succeeded); `Installation` saves that set the status to
-    active call it through a post_save receiver.
+    `integrations.services.installation_reactivate` calls it wherever an installation
+    becomes active again (OAuth connected, credentials fixed, a connection test passed).
     """
     if installation.status != Installation.Status.ACTIVE:
         return []
@@ -947,63 +945,6 @@ class _Run:
                 else CallActivity.State.PENDING
             )
             self.save("state")
-
-
-def installation_needs_reconnect(*, installation: Installation, message: str) -> None:
-    """Mark the installation *needs reconnect* (its credentials were refused even after a
-    refresh), tell the organization's admins with a portal notice — once while unresolved — and
-    by email when EMAIL_HOST is set (org admins and the reseller's admins)."""
-    # Only the run that moves it out of "active" tells people (two workers failing together
-    # give one notice).
-    changed = Installation.objects.filter(
-        pk=installation.pk, status=Installation.Status.ACTIVE
-    ).update(status=Installation.Status.NEEDS_RECONNECT, status_detail=message[:2000])
-    installation.status = Installation.Status.NEEDS_RECONNECT
-    installation.status_detail = message
-    if not changed:
-        return
-    action_url = reverse("integrations:installation_detail", args=[installation.pk])
-    name = installation.label or installation.spec_version.spec.name
-    text = (
-        f"{name} needs to be reconnected: {message} Until an admin connects it again, "
-        "nothing is sent through it: calls and messages are not logged and messages are not "
-        "sent. Calls that arrive meanwhile are logged once it is connected again; messages "
-        "that failed must be sent again."
-    )
-    # An older notice of the same kind was about an earlier disconnection.
-    Notice.objects.filter(
-        installation=installation, resolved_at__isnull=True, action_url=action_url
-    ).update(resolved_at=timezone.now())
-    Notice.objects.create(
-        organization_id=installation.organization_id,
-        installation=installation,
-        level=Notice.Level.ERROR,
-        message=text,
-        action_url=action_url,
-    )
-    if not getattr(settings, "EMAIL_HOST", ""):
-        return
-    organization = installation.organization
-    emails = set(
-        Membership.objects.filter(organization=organization, role=Membership.Role.ORG_ADMIN)
-        .exclude(user__email="")
-        .values_list("user__email", flat=True)
-    ) | set(
-        Membership.objects.filter(account_id=organization.account_id, role=Membership.Role.RESELLER)
-        .exclude(user__email="")
-        .values_list("user__email", flat=True)
-    )
-    if not emails:
-        return
-    try:
-        send_mail(
-            subject=f"[Patchbay] {name} for {organization.name} needs to be reconnected",
-            message=text + f"\n\n{settings.PUBLIC_BASE_URL}{action_url}",
-            from_email=None,
-            recipient_list=sorted(emails),
-        )
-    except Exception:  # an unreachable mail server must not hide the notice
-        logger.exception("installation %s: reconnect email not sent", installation.pk)
 
 
 def _activity_fail(activity: CallActivity, message: str) -> None:

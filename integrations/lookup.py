@@ -35,7 +35,6 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connections
 
-from integrations.call_logging import installation_needs_reconnect
 from integrations.connections import (
     DeliveryLogger,
     InstallationRefreshLock,
@@ -52,6 +51,7 @@ from integrations.engine.request import prepare_context
 from integrations.engine.spec import Spec
 from integrations.engine.templating import placeholder_names, render_text
 from integrations.models import Installation, IntegrationSpec
+from integrations.services import installation_needs_reconnect
 from tenants.models import Organization
 from tenants.phones import phone_to_e164
 

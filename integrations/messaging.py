@@ -41,6 +41,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from integrations.connections import installation_connection, installation_spec
 from integrations.engine.errors import IntegrationError, SpecError
 from integrations.models import InboxEvent, Installation, IntegrationSpec, Message
+from integrations.services import installation_needs_reconnect
 from tenants.models import Organization, PbxUser, SmsNumber
 from tenants.phones import phone_to_e164
 
@@ -258,7 +259,6 @@ def message_crm_log_due(*, message_id: int, delay_seconds: float | None = None) 
 def _needs_reconnect(installation: Installation, exc: IntegrationError) -> None:
     """The provider refused the credentials even after a refresh: the installation needs
     reconnecting (one shared path with call logging: notice, email)."""
-    from integrations.call_logging import installation_needs_reconnect
 
     installation_needs_reconnect(installation=installation, message=exc.message)
 

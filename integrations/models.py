@@ -14,8 +14,6 @@ import secrets
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
-from django.db.models.signals import post_save
-from django.dispatch import receiver
 
 from portal.encryption import EncryptedJSONField, EncryptedTextField
 from tenants.models import Account, Organization, OrganizationScopedQuerySet, PbxUser
@@ -665,23 +663,3 @@ class CallbackDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.subscription} #{self.pk} ({self.state})"
-
-
-@receiver(post_save, sender=Installation)
-def _installation_saved(
-    sender: type[Installation],
-    instance: Installation,
-    created: bool,
-    update_fields: frozenset[str] | None = None,
-    **kwargs: object,
-) -> None:
-    """An installation saved as active (reconnected, credentials fixed): log the calls that
-    failed while it needed reconnecting. Saves through `QuerySet.update` do not send this
-    signal: call `integrations.call_logging.call_activities_resume` there."""
-    if created or instance.status != Installation.Status.ACTIVE:
-        return
-    if update_fields is not None and "status" not in update_fields:
-        return
-    from integrations.call_logging import call_activities_resume
-
-    call_activities_resume(installation=instance)

@@ -19,9 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import Q
+from django.urls import reverse
 from django.utils import timezone
 
 from integrations.connections import (
@@ -32,8 +35,8 @@ from integrations.connections import (
 from integrations.engine.client import CallResult, SpecClient, request_summary
 from integrations.engine.errors import IntegrationError, Problem, SpecError
 from integrations.engine.spec import PropertyDef, Spec, load_spec
-from integrations.models import Installation, IntegrationSpec, OAuthState, SpecVersion
-from tenants.models import Account, Organization
+from integrations.models import Installation, IntegrationSpec, Notice, OAuthState, SpecVersion
+from tenants.models import Account, Membership, Organization
 from tenants.phones import phone_to_e164
 from tenants.selectors import accounts_managed_by
 
@@ -599,9 +602,7 @@ def installation_update(
             _verify_and_install(locked, admin_email="", install=False)
             locked.refresh_from_db()
             if locked.status == Installation.Status.NEEDS_RECONNECT:
-                locked.status = Installation.Status.ACTIVE
-                locked.status_detail = ""
-                locked.save(update_fields=["status", "status_detail", "updated_at"])
+                installation_reactivate(installation=locked)
     installation.refresh_from_db()
     return installation
 
@@ -679,6 +680,87 @@ def installation_delete(*, installation: Installation, force: bool = False) -> N
     if _is_oauth2(spec) and connected:
         _oauth_revoke(installation)
     installation.delete()
+
+
+# =============================================================================================
+# Needs reconnect
+# =============================================================================================
+
+
+def installation_needs_reconnect(*, installation: Installation, message: str) -> None:
+    """Mark the installation *needs reconnect* (its credentials were refused even after a
+    refresh), tell the organization's admins with a portal notice — once while unresolved — and
+    by email when EMAIL_HOST is set (org admins and the reseller's admins)."""
+    # Only the run that moves it out of "active" tells people (two workers failing together
+    # give one notice).
+    changed = Installation.objects.filter(
+        pk=installation.pk, status=Installation.Status.ACTIVE
+    ).update(status=Installation.Status.NEEDS_RECONNECT, status_detail=message[:2000])
+    installation.status = Installation.Status.NEEDS_RECONNECT
+    installation.status_detail = message
+    if not changed:
+        return
+    action_url = reverse("integrations:installation_detail", args=[installation.pk])
+    name = installation.label or installation.spec_version.spec.name
+    text = (
+        f"{name} needs to be reconnected: {message} Until an admin connects it again, "
+        "nothing is sent through it: calls and messages are not logged and messages are not "
+        "sent. Calls that arrive meanwhile are logged once it is connected again; messages "
+        "that failed must be sent again."
+    )
+    # An older notice of the same kind was about an earlier disconnection.
+    Notice.objects.filter(
+        installation=installation, resolved_at__isnull=True, action_url=action_url
+    ).update(resolved_at=timezone.now())
+    Notice.objects.create(
+        organization_id=installation.organization_id,
+        installation=installation,
+        level=Notice.Level.ERROR,
+        message=text,
+        action_url=action_url,
+    )
+    if not getattr(settings, "EMAIL_HOST", ""):
+        return
+    organization = installation.organization
+    emails = set(
+        Membership.objects.filter(organization=organization, role=Membership.Role.ORG_ADMIN)
+        .exclude(user__email="")
+        .values_list("user__email", flat=True)
+    ) | set(
+        Membership.objects.filter(account_id=organization.account_id, role=Membership.Role.RESELLER)
+        .exclude(user__email="")
+        .values_list("user__email", flat=True)
+    )
+    if not emails:
+        return
+    try:
+        send_mail(
+            subject=f"[Patchbay] {name} for {organization.name} needs to be reconnected",
+            message=text + f"\n\n{settings.PUBLIC_BASE_URL}{action_url}",
+            from_email=None,
+            recipient_list=sorted(emails),
+        )
+    except Exception:  # an unreachable mail server must not hide the notice
+        logger.exception("installation %s: reconnect email not sent", installation.pk)
+
+
+def installation_reactivate(*, installation: Installation) -> None:
+    """Back to *active* after it needed reconnecting (connected again, credentials fixed, a
+    connection test passed): resolve its reconnect notices and log the calls that arrived
+    meanwhile. Call it wherever an installation becomes active again."""
+    from integrations.call_logging import call_activities_resume
+
+    Installation.objects.filter(
+        pk=installation.pk, status=Installation.Status.NEEDS_RECONNECT
+    ).update(status=Installation.Status.ACTIVE, status_detail="", updated_at=timezone.now())
+    installation.status = Installation.Status.ACTIVE
+    installation.status_detail = ""
+    Notice.objects.filter(
+        installation=installation,
+        resolved_at__isnull=True,
+        action_url=reverse("integrations:installation_detail", args=[installation.pk]),
+    ).update(resolved_at=timezone.now())
+    call_activities_resume(installation=installation)
 
 
 # =============================================================================================
@@ -765,11 +847,7 @@ def installation_test(
             and _is_oauth2(spec)
             and installation.status == Installation.Status.ACTIVE
         ):
-            Installation.objects.filter(pk=installation.pk).update(
-                status=Installation.Status.NEEDS_RECONNECT, status_detail=str(exc)
-            )
-            installation.status = Installation.Status.NEEDS_RECONNECT
-            installation.status_detail = str(exc)
+            installation_needs_reconnect(installation=installation, message=str(exc))
     else:
         outcome.ok = True
         outcome.records = result.records
@@ -777,11 +855,7 @@ def installation_test(
         outcome.phone_used = result.phone_used
         outcome.requests = [request_summary(r) for r in result.requests]
         if installation.status == Installation.Status.NEEDS_RECONNECT:
-            Installation.objects.filter(pk=installation.pk).update(
-                status=Installation.Status.ACTIVE, status_detail=""
-            )
-            installation.status = Installation.Status.ACTIVE
-            installation.status_detail = ""
+            installation_reactivate(installation=installation)
     tokens = (
         Installation.objects.filter(pk=installation.pk).values_list("tokens", flat=True).first()
         or {}
@@ -948,6 +1022,7 @@ def oauth_connect_finish(*, state: str, code: str, user: Any) -> Installation:
     installation.status = Installation.Status.ACTIVE
     installation.status_detail = ""
     installation.save(update_fields=["connected_as", "status", "status_detail", "updated_at"])
+    installation_reactivate(installation=installation)
     return installation
 
 

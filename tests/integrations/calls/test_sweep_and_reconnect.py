@@ -26,6 +26,7 @@ from integrations.call_logging import (
 )
 from integrations.inbox import inbox_event_process
 from integrations.models import Call, CallActivity, InboxEvent, Installation
+from integrations.services import installation_needs_reconnect, installation_test
 from tests.integrations.calls.support import (
     call_event,
     crm_installation,
@@ -133,9 +134,8 @@ def test_calls_arriving_while_the_integration_needs_reconnecting_are_logged_afte
     crm_server: Any,
     django_capture_on_commit_callbacks: Any,
 ) -> None:
-    Installation.objects.filter(pk=installation.pk).update(
-        status=Installation.Status.NEEDS_RECONNECT, status_detail="The refresh was refused."
-    )
+    installation_needs_reconnect(installation=installation, message="The refresh was refused.")
+    assert installation.notices.filter(resolved_at__isnull=True).count() == 1
 
     deliver(client, org, call_event("c-710", "completed"), django_capture_on_commit_callbacks)
     deliver(client, org, call_event("c-711", "ringing"), django_capture_on_commit_callbacks)
@@ -147,11 +147,13 @@ def test_calls_arriving_while_the_integration_needs_reconnecting_are_logged_afte
     # The Calls page shows them as failed, with the reason.
     installation.refresh_from_db()
 
-    # The admin reconnects it (the OAuth callback saves it active).
+    # The CRM takes the credentials again: the admin's connection test passes.
     with django_capture_on_commit_callbacks(execute=True):
-        installation.status = Installation.Status.ACTIVE
-        installation.status_detail = ""
-        installation.save(update_fields=["status", "status_detail", "updated_at"])
+        outcome = installation_test(installation=installation)
+    assert outcome.ok, outcome.error
+    installation.refresh_from_db()
+    assert installation.status == Installation.Status.ACTIVE
+    assert installation.notices.filter(resolved_at__isnull=True).count() == 0
 
     [logged] = crm_server.activities_for_call("c-710")
     assert logged["duration"] == 285
