@@ -42,11 +42,9 @@ and losing one is worse than showing a provider's retry twice.
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import logging
-import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,12 +63,14 @@ from integrations.engine.expressions import DEFAULT_REGION
 from integrations.engine.http import redact
 from integrations.engine.signatures import SignatureInvalid, verify_signature
 from integrations.engine.spec import Spec
-from integrations.engine.templating import literal_text, single_placeholder
+from integrations.engine.templating import literal_text
 from integrations.engine.webhooks import (
     InboundRequest,
     WebhookMatch,
     WebhookRejected,
     match_webhook,
+    place_name,
+    value_paths,
 )
 from integrations.inbox import inbox_dedup_key, inbox_event_store
 from integrations.messaging import message_for_status, sms_number_for_inbound
@@ -82,31 +82,8 @@ from tenants.phones import phone_to_e164
 
 logger = logging.getLogger(__name__)
 
-# What the provider should send for a value an event cannot do without (error messages).
-_VALUE_DESCRIPTIONS = {
-    "from": "the sender's phone number",
-    "to": "the phone number the message was sent to",
-    "status": "the delivery status",
-    "messageid": "the id of the message this status is about",
-    "message_ref": "the id of the message this status is about",
-}
-# How a declared type reads in an error message for the sender.
-_TYPE_DESCRIPTIONS = {
-    "integer": "a whole number",
-    "number": "a number",
-    "boolean": "true or false",
-    "phone": "a phone number written as text",
-    "object": "a JSON object",
-    "array": "a list",
-    "ISO8601Date": "a date and time",
-    "string": "text",
-}
 # Values that are the message itself: text, never a JSON object or list.
 _TEXT_VALUES = ("content", "text", "url")
-_MISSING = re.compile(r"^(?P<key>'.*'|\".*\") event is missing (?P<names>.+)$")
-_TYPE_ERROR = re.compile(
-    r"^cannot read (?P<value>.*) as (?P<type>\w+) \(the declared type of (?P<name>.+?)\)"
-)
 _NO_VALUE = object()
 
 
@@ -407,7 +384,7 @@ class SmsWebhookView(View):
         except SignatureInvalid as exc:  # pragma: no cover - verification is done above
             raise SmsWebhookError(401, f"Invalid signature: {exc.message}.") from exc
         except WebhookRejected as exc:
-            raise _rejection(group.spec, exc.message) from None
+            raise _rejection(exc) from None
         except SpecError as exc:
             logger.error("SMS webhook %s: spec problem: %s", service_id, exc)
             raise SmsWebhookError(
@@ -564,57 +541,6 @@ def _payload_dict(data: Any, text: str) -> dict[str, Any]:
 # -- naming the offending field --------------------------------------------------------------
 
 
-def _paths(template: Any, name: str, var_char: str, prefix: tuple[str, ...] = ()) -> list:
-    """The key paths at which `template` (a model's request_parameters) places `$name$`."""
-    if isinstance(template, str):
-        return [prefix] if single_placeholder(template, var_char) == name else []
-    found: list[tuple[str, ...]] = []
-    if isinstance(template, dict):
-        for key, child in template.items():
-            found.extend(_paths(child, name, var_char, (*prefix, str(key))))
-    elif isinstance(template, list):
-        if len(template) == 1:
-            found.extend(_paths(template[0], name, var_char, (*prefix, "[n]")))
-        else:
-            for index, child in enumerate(template):
-                found.extend(_paths(child, name, var_char, (*prefix, f"[{index}]")))
-    return found
-
-
-def _display(path: tuple[str, ...], var_char: str) -> str:
-    """A key path as the sender reads it: ``params.to``, ``data[0].id``, ``MediaUrlN``."""
-    text = ""
-    for key in path:
-        if key.startswith("[") and key.endswith("]"):
-            text += key
-            continue
-        part = (
-            literal_text(key[:-1], var_char) + "N"
-            if key.endswith("*")
-            else literal_text(key, var_char)
-        )
-        text = f"{text}.{part}" if text else part
-    return text
-
-
-def _field_places(spec: Spec, name: str, event_key: str | None = None) -> list[str]:
-    """Where the request carries `$name$` (body path, ``<Header> header`` or ``body``), in
-    the models of `event_key` (every model when None)."""
-    var_char = spec.var_char
-    places: list[str] = []
-    for model in spec.webhooks:
-        if event_key is not None and str(model.get("event_key")) != event_key:
-            continue
-        for path in _paths(model.get("request_parameters"), name, var_char):
-            places.append(_display(path, var_char))
-        for header, template in (model.get("request_headers") or {}).items():
-            if single_placeholder(template, var_char) == name:
-                places.append(f"{header} header")
-        if single_placeholder(model.get("request_body"), var_char) == name:
-            places.append("body")
-    return list(dict.fromkeys(places))
-
-
 def _lookup(data: Any, path: tuple[str, ...], var_char: str) -> Any:
     for key in path:
         if key.startswith("[") and key.endswith("]"):
@@ -639,11 +565,11 @@ def _require_text(spec: Spec, match: WebhookMatch) -> None:
     var_char = spec.var_char
     errors: dict[str, list[str]] = {}
     for name in _TEXT_VALUES:
-        for path in _paths(model.get("request_parameters"), name, var_char):
+        for path in value_paths(model.get("request_parameters"), name, var_char):
             raw = _lookup(match.payload, path, var_char)
             if isinstance(raw, dict | list | bool):
                 kind = {dict: "a JSON object", list: "a list"}.get(type(raw), "true/false")
-                errors[_display(path, var_char)] = [f"must be text, not {kind}."]
+                errors[place_name(path, var_char)] = [f"must be text, not {kind}."]
     if errors:
         names = ", ".join(errors)
         raise SmsWebhookError(
@@ -651,47 +577,7 @@ def _require_text(spec: Spec, match: WebhookMatch) -> None:
         )
 
 
-def _rejection(spec: Spec, message: str) -> SmsWebhookError:
-    """The 400 for an engine rejection, naming each offending field for the sender."""
-    missing = _MISSING.match(message)
-    if missing is not None:
-        try:
-            event_key = str(ast.literal_eval(missing.group("key")))
-        except (ValueError, SyntaxError):
-            event_key = None
-        errors: dict[str, list[str]] = {}
-        wanted: list[str] = []
-        descriptions: list[str] = []
-        for part in missing.group("names").split(", "):
-            names = [
-                n.strip().strip(spec.var_char[0] + spec.var_char[-1]) for n in part.split(" or ")
-            ]
-            places = [p for n in names for p in _field_places(spec, n, event_key)] or names[:1]
-            description = _VALUE_DESCRIPTIONS.get(names[0], f"a value for {names[0]}")
-            for place in dict.fromkeys(places):
-                errors[place] = [f"is missing: send {description}."]
-            wanted.append(" or ".join(dict.fromkeys(places)))
-            descriptions.append(description)
-        verb = "is" if len(wanted) == 1 else "are"
-        return SmsWebhookError(
-            400,
-            f"Invalid request: {' and '.join(wanted)} {verb} missing: send "
-            f"{' and '.join(descriptions)}.",
-            errors,
-        )
-    wrong = _TYPE_ERROR.match(message)
-    if wrong is not None:
-        name, type_name, value = wrong.group("name"), wrong.group("type"), wrong.group("value")
-        if len(value) > 60:
-            value = value[:57] + "..."
-        expected = _TYPE_DESCRIPTIONS.get(type_name, type_name)
-        places = _field_places(spec, name) or [name]
-        problem = f"must be {expected}, not {value}."
-        return SmsWebhookError(
-            400,
-            f"Invalid request: {' or '.join(places)} {problem}",
-            {place: [problem] for place in places},
-        )
-    return SmsWebhookError(
-        400, f"Invalid request: the {message}; fix the request body.", {"body": [message]}
-    )
+def _rejection(rejected: WebhookRejected) -> SmsWebhookError:
+    """The 400 for an engine rejection: the fields it names, with its advice to the sender."""
+    errors = rejected.fields or {"body": [rejected.message]}
+    return SmsWebhookError(400, f"Invalid request: {rejected.advice}", errors)

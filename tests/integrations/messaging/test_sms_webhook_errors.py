@@ -101,6 +101,28 @@ def test_a_value_of_the_wrong_type_names_the_field_with_advice_for_the_sender(
     _nothing_stored()
 
 
+def test_every_value_of_the_wrong_type_is_named_at_once(
+    client: Any, django_capture_on_commit_callbacks: Any, url: str
+) -> None:
+    response = _post(
+        client,
+        django_capture_on_commit_callbacks,
+        url,
+        {"method": "message", "params": {"from": {"a": 1}, "to": [TO], "content": "x"}},
+    )
+
+    assert response.status_code == 400, response.content
+    error = response.json()
+    assert error["errors"] == {
+        "params.from": ["must be a phone number written as text, not {'a': 1}."],
+        "params.to": [f"must be a phone number written as text, not ['{TO}']."],
+    }
+    assert "params.from must be" in error["message"]
+    assert "params.to must be" in error["message"]
+    _assert_for_the_sender(error["message"])
+    _nothing_stored()
+
+
 def test_a_declared_integer_of_the_wrong_type_names_its_place(
     client: Any, django_capture_on_commit_callbacks: Any, tenant_a: Any, sms_server: Any
 ) -> None:
