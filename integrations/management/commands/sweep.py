@@ -1,6 +1,7 @@
 """``python manage.py sweep [--every SECONDS]``: recover work a lost broker message or a killed
 worker left behind — inbox events, callback deliveries, outbound messages (and their CRM
-logs) and call activities whose CRM is behind the call.
+logs) and call activities whose CRM is behind the call — and prune the delivery log of entries
+older than DELIVERY_LOG_RETENTION_DAYS (at once, then hourly with ``--every``).
 
 In production `celery beat` runs the same sweeps every minute. Without a broker (the embedded
 default) there is no beat: `make run` runs this command with `--every 30` beside the portal.
@@ -15,6 +16,7 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from integrations.call_logging import call_activity_sweep
 from integrations.callbacks import callback_sweep
+from integrations.delivery_log import delivery_log_prune
 from integrations.inbox import inbox_sweep
 from integrations.messaging import message_crm_log_sweep, message_sweep
 
@@ -22,8 +24,10 @@ from integrations.messaging import message_crm_log_sweep, message_sweep
 class Command(BaseCommand):
     help = (
         "Re-enqueue stuck inbox events, callback deliveries, queued messages, message CRM "
-        "logs and call activities."
+        "logs and call activities; prune old delivery-log entries."
     )
+
+    prune_every_seconds = 3600.0
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -37,7 +41,13 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        pruned_at: float | None = None
         while True:
+            if pruned_at is None or time.monotonic() - pruned_at >= self.prune_every_seconds:
+                pruned = delivery_log_prune()
+                pruned_at = time.monotonic()
+                if pruned or not options["every"]:
+                    self.stdout.write(f"Pruned {pruned} delivery-log entry(ies).")
             stuck_after = options["stuck_after"]
             events = inbox_sweep(stuck_after_seconds=stuck_after)
             deliveries = callback_sweep(stuck_after_seconds=stuck_after)

@@ -4,10 +4,12 @@ and pruning by age."""
 from __future__ import annotations
 
 import datetime as dt
+import io
 from typing import Any
 
 import pytest
 from django.conf import settings
+from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -193,6 +195,21 @@ def _age(entry: DeliveryLogEntry, days: float) -> None:
     DeliveryLogEntry.objects.filter(pk=entry.pk).update(
         created_at=timezone.now() - dt.timedelta(days=days)
     )
+
+
+def test_the_sweep_command_prunes_old_entries(installation: Any, settings: Any) -> None:
+    # `make run` has no Celery beat: its `sweep --every 30` keeps the log to its retention.
+    settings.DELIVERY_LOG_RETENTION_DAYS = 30
+    old = DeliveryLogEntryFactory(installation=installation)
+    recent = DeliveryLogEntryFactory(installation=installation)
+    _age(old, 31)
+    _age(recent, 29)
+    out = io.StringIO()
+
+    call_command("sweep", stdout=out)
+
+    assert list(DeliveryLogEntry.objects.values_list("pk", flat=True)) == [recent.pk]
+    assert "Pruned 1 delivery-log entry(ies)." in out.getvalue()
 
 
 def test_prune_deletes_old_entries_only(installation: Any) -> None:
