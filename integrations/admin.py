@@ -1,6 +1,10 @@
 """Django admin for platform staff: the spec catalog (approve/reject custom spec versions),
 installations (secrets, tokens and captured values are never shown), OAuth states, CRM users,
-user mappings and the delivery log (read-only)."""
+user mappings, the delivery log, and the event pipeline: notices, calls and their CRM
+activities, SMS messages, inbox events, outbound callbacks and their deliveries.
+
+The pipeline's rows are written by the portal's services and workers: here they are read-only
+(a notice can be marked resolved). Encrypted secrets are never shown."""
 
 from __future__ import annotations
 
@@ -12,10 +16,17 @@ from django.http import HttpRequest
 
 from integrations import services
 from integrations.models import (
+    Call,
+    CallActivity,
+    CallbackDelivery,
+    CallbackSubscription,
     CrmUser,
     DeliveryLogEntry,
+    InboxEvent,
     Installation,
     IntegrationSpec,
+    Message,
+    Notice,
     OAuthState,
     SpecVersion,
     UserFetch,
@@ -164,3 +175,140 @@ class DeliveryLogEntryAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows the portal's services and workers write: staff look, the portal changes them."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Notice)
+class NoticeAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "organization", "installation", "level", "__str__", "resolved")
+    list_filter = ("level", ("resolved_at", admin.EmptyFieldListFilter))
+    search_fields = ("message", "organization__name", "installation__label")
+    list_select_related = ("organization", "installation__spec_version__spec")
+    readonly_fields = ("organization", "installation", "level", "message", "action_url")
+    fields = (*readonly_fields, "resolved_at")
+    date_hierarchy = "created_at"
+
+    @admin.display(boolean=True)
+    def resolved(self, obj: Notice) -> bool:
+        return obj.resolved_at is not None
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+class CallActivityInline(admin.TabularInline):
+    model = CallActivity
+    fields = ("installation", "state", "activity_id", "contact_id", "last_error", "updated_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Call)
+class CallAdmin(ReadOnlyAdmin):
+    list_display = ("call_id", "organization", "status", "created_at", "updated_at")
+    list_filter = ("status", "organization__account")
+    search_fields = ("call_id", "organization__name")
+    list_select_related = ("organization",)
+    date_hierarchy = "created_at"
+    inlines = [CallActivityInline]
+
+
+@admin.register(CallActivity)
+class CallActivityAdmin(ReadOnlyAdmin):
+    list_display = (
+        "call",
+        "installation",
+        "state",
+        "activity_id",
+        "contact_id",
+        "waiting_for_reconnect",
+        "next_attempt_at",
+        "updated_at",
+    )
+    list_filter = ("state", "waiting_for_reconnect", "recording_uploaded")
+    search_fields = ("call__call_id", "activity_id", "contact_id", "last_error")
+    list_select_related = ("call", "installation__spec_version__spec", "installation__organization")
+
+
+@admin.register(Message)
+class MessageAdmin(ReadOnlyAdmin):
+    list_display = (
+        "created_at",
+        "organization",
+        "direction",
+        "from_number",
+        "to_number",
+        "status",
+        "attempts",
+    )
+    list_filter = ("direction", "status")
+    search_fields = ("from_number", "to_number", "messageid", "message_ref", "organization__name")
+    list_select_related = ("organization",)
+    date_hierarchy = "created_at"
+
+
+@admin.register(InboxEvent)
+class InboxEventAdmin(ReadOnlyAdmin):
+    """Bodies and headers are stored with their secrets redacted."""
+
+    list_display = (
+        "received_at",
+        "source",
+        "event_type",
+        "organization",
+        "state",
+        "attempts",
+        "processed_at",
+    )
+    list_filter = ("source", "state", "event_type")
+    search_fields = ("dedup_key", "correlation_key", "organization__name", "last_error")
+    list_select_related = ("organization",)
+    date_hierarchy = "received_at"
+
+
+@admin.register(CallbackSubscription)
+class CallbackSubscriptionAdmin(ReadOnlyAdmin):
+    list_display = (
+        "name",
+        "organization",
+        "callback_type",
+        "active",
+        "consecutive_failures",
+        "disabled_at",
+    )
+    list_filter = ("callback_type", "active")
+    search_fields = ("name", "url", "organization__name")
+    list_select_related = ("organization",)
+    # The Basic password and the signing secret are encrypted and never shown.
+    exclude = ("auth_password", "signing_secret")
+
+
+@admin.register(CallbackDelivery)
+class CallbackDeliveryAdmin(ReadOnlyAdmin):
+    list_display = (
+        "created_at",
+        "subscription",
+        "state",
+        "attempts",
+        "last_status",
+        "next_attempt_at",
+        "delivered_at",
+    )
+    list_filter = ("state",)
+    search_fields = ("webhook_id", "subscription__name", "subscription__organization__name")
+    list_select_related = ("subscription",)
+    date_hierarchy = "created_at"

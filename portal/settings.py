@@ -19,10 +19,21 @@ env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=False)
+# Without DEBUG (production), SECRET_KEY and FIELD_ENCRYPTION_KEYS must be set: the fallbacks
+# below are public (they are in this file), so anyone could forge sessions and decrypt every
+# stored secret. `make run` sets DEBUG=true; the test suite sets test-only keys (pyproject.toml).
+_GENERATE_SECRET_KEY = "python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+_GENERATE_FERNET_KEY = (
+    "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+)
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
-    if not DEBUG and not env.bool("PATCHBAY_ALLOW_INSECURE_DEFAULTS", default=True):
-        raise ImproperlyConfigured("Set the SECRET_KEY environment variable.")
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set and DEBUG is false (production). Set SECRET_KEY to a long "
+            f"random string, generated with: {_GENERATE_SECRET_KEY} "
+            "(for local development only, set DEBUG=true instead)."
+        )
     SECRET_KEY = "patchbay-insecure-local-development-key-change-me"
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -42,6 +53,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "oauth2_provider",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "portal",
     "tenants",
     "integrations",
@@ -49,6 +61,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves STATIC_ROOT (filled by `manage.py collectstatic`) in production, from gunicorn.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -81,6 +95,11 @@ DATABASES = {
     "default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'patchbay.sqlite3'}"),
 }
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
+# SQLite cannot create the folder of its file: make it (var/ on a fresh clone).
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    _sqlite_name = str(DATABASES["default"].get("NAME") or "")
+    if _sqlite_name and _sqlite_name != ":memory:" and not _sqlite_name.startswith("file:"):
+        Path(_sqlite_name).parent.mkdir(parents=True, exist_ok=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://patchbay")}
@@ -104,16 +123,31 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# `manage.py collectstatic` copies every static file here; WhiteNoise serves them from it.
 STATIC_ROOT = env.path("STATIC_ROOT", default=str(VAR_DIR / "staticfiles"))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Gzip copies (and Brotli, if installed) at collectstatic; no manifest, so templates render
+    # before collectstatic has run (tests, `make run`).
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# Files received with PBX webhooks (voicemail and fax bodies); keep it on persistent storage.
 MEDIA_ROOT = env.path("MEDIA_ROOT", default=str(VAR_DIR / "media"))
 MEDIA_URL = "media/"
 
 # --- Encryption at rest -------------------------------------------------------------------
 # Comma-separated Fernet keys: the first encrypts, all decrypt (rotate by prepending a new
-# key, then run `manage.py rotate_encryption_keys`). Without it, a key is derived from
-# SECRET_KEY, which is fine for local use only.
+# key, then run `manage.py rotate_encryption_keys`). Required when DEBUG is false; with
+# DEBUG=true (local use only) a key is derived from SECRET_KEY when it is unset.
 FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
 if not FIELD_ENCRYPTION_KEYS:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "FIELD_ENCRYPTION_KEYS is not set and DEBUG is false (production). Set it to a "
+            f"Fernet key, generated with: {_GENERATE_FERNET_KEY} "
+            "(comma-separated keys: the first encrypts, all decrypt). Keep it safe: stored "
+            "secrets cannot be read without it."
+        )
     FIELD_ENCRYPTION_KEYS = [
         base64.urlsafe_b64encode(hashlib.sha256(SECRET_KEY.encode()).digest()).decode()
     ]
@@ -161,6 +195,10 @@ CELERY_BEAT_SCHEDULE = {
     },
     "message-sweep": {
         "task": "integrations.message_sweep",
+        "schedule": 60.0,
+    },
+    "call-activity-sweep": {
+        "task": "integrations.call_activity_sweep",
         "schedule": 60.0,
     },
 }
@@ -271,6 +309,11 @@ SPECTACULAR_SETTINGS = {
     "OAUTH2_FLOWS": ["clientCredentials", "authorizationCode"],
     "OAUTH2_AUTHORIZATION_URL": "/o/authorize/",
     "OAUTH2_TOKEN_URL": "/o/token/",
+    # Swagger UI from drf-spectacular-sidecar's static files, not a CDN: /api/docs/ works
+    # offline and behind a strict firewall.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 OAUTH2_PROVIDER = {
     "SCOPES": {"read": "Read your organizations", "write": "Change your organizations"},

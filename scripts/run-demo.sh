@@ -15,7 +15,8 @@ for port in 8000 8101 8102 8103 8104; do
   fi
 done
 
-mkdir -p var
+# var/staticfiles: STATIC_ROOT, which WhiteNoise expects (DEBUG serves from static/ anyway).
+mkdir -p var/staticfiles
 echo "==> migrating the embedded SQLite database (var/patchbay.sqlite3)"
 $PY manage.py migrate --no-input -v0
 

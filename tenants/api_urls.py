@@ -14,6 +14,11 @@ urlpatterns: list[URLPattern] = [
         name="organization-detail",
     ),
     path(
+        "organizations/<int:org_id>/webhook-secret/rotate/",
+        apis.OrganizationWebhookSecretRotateApi.as_view(),
+        name="organization-webhook-secret-rotate",
+    ),
+    path(
         "organizations/<int:org_id>/users/",
         apis.PbxUserListCreateApi.as_view(),
         name="pbx-user-list",

@@ -80,6 +80,29 @@ class OrganizationOutputSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class OrganizationCreatedOutputSerializer(OrganizationOutputSerializer):
+    """The organization just created, with its webhook secret: the only time it is shown."""
+
+    webhook_secret = serializers.CharField(
+        read_only=True,
+        help_text=(
+            "Secret the PBX signs its webhooks with. Shown in this response only: store it now "
+            "(a lost secret is replaced with POST .../webhook-secret/rotate/)."
+        ),
+    )
+
+    class Meta(OrganizationOutputSerializer.Meta):
+        fields = (*OrganizationOutputSerializer.Meta.fields, "webhook_secret")
+        read_only_fields = fields
+
+
+class WebhookSecretOutputSerializer(serializers.Serializer):
+    webhook_key = serializers.CharField(help_text="Public identifier in the webhook URL.")
+    webhook_secret = serializers.CharField(
+        help_text="The new secret, shown in this response only; the previous one stops working."
+    )
+
+
 class OrganizationCreateInputSerializer(serializers.Serializer):
     account = serializers.PrimaryKeyRelatedField(
         queryset=Account.objects.none(),
@@ -106,6 +129,9 @@ class OrganizationUpdateInputSerializer(serializers.Serializer):
     pbx_domain = serializers.CharField(max_length=253, allow_blank=True, default="")
     default_region = serializers.CharField(max_length=2, default="US")
 
+
+# Responses that carry a secret must not be kept by a cache on the way.
+NO_STORE = {"Cache-Control": "no-store"}
 
 ORGANIZATION_ID = OpenApiParameter(
     "org_id", OpenApiTypes.INT, OpenApiParameter.PATH, description="Organization id."
@@ -138,7 +164,7 @@ class OrganizationListCreateApi(APIView):
         operation_id="organizations_create",
         summary="Create an organization (reseller admins only)",
         request=OrganizationCreateInputSerializer,
-        responses={201: OrganizationOutputSerializer, **WRITE_ERRORS},
+        responses={201: OrganizationCreatedOutputSerializer, **WRITE_ERRORS},
     )
     def post(self, request: Request) -> Response:
         accounts = selectors.accounts_managed_by(user=request.user)
@@ -158,7 +184,9 @@ class OrganizationListCreateApi(APIView):
             account = accounts.get()
         organization = services.organization_create(user=request.user, account=account, **data)
         return Response(
-            OrganizationOutputSerializer(organization).data, status=status.HTTP_201_CREATED
+            OrganizationCreatedOutputSerializer(organization).data,
+            status=status.HTTP_201_CREATED,
+            headers=NO_STORE,
         )
 
 
@@ -217,6 +245,30 @@ class OrganizationDetailApi(APIView):
         organization = selectors.organization_get(user=request.user, pk=org_id)
         services.organization_delete(user=request.user, organization=organization)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class OrganizationWebhookSecretRotateApi(APIView):
+    @extend_schema(
+        tags=["organizations"],
+        operation_id="organizations_webhook_secret_rotate",
+        summary="Replace an organization's webhook secret",
+        description=(
+            "Generates a new webhook secret and returns it, in this response only. The previous "
+            "secret stops working at once: configure the PBX with the new one."
+        ),
+        parameters=[ORGANIZATION_ID],
+        request=None,
+        responses={200: WebhookSecretOutputSerializer, **WRITE_ERRORS},
+    )
+    def post(self, request: Request, org_id: int) -> Response:
+        organization = selectors.organization_get(user=request.user, pk=org_id)
+        secret = services.organization_rotate_webhook_secret(organization=organization)
+        return Response(
+            WebhookSecretOutputSerializer(
+                {"webhook_key": organization.webhook_key, "webhook_secret": secret}
+            ).data,
+            headers=NO_STORE,
+        )
 
 
 # --- PBX users -----------------------------------------------------------------------------

@@ -4,7 +4,6 @@ on the form's fields with `add_service_errors`."""
 
 from __future__ import annotations
 
-import re
 from functools import cache
 from typing import Any
 
@@ -14,14 +13,9 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from phonenumbers import geocoder
 
-from tenants.models import Account, PbxUser
+from tenants.models import Account, PbxUser, normalize_pbx_domain, validate_pbx_domain
 
 CSV_MAX_BYTES = 1_000_000
-
-# A host name: dot-separated labels of letters, digits and inner hyphens.
-_HOSTNAME_RE = re.compile(
-    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
-)
 
 
 @cache
@@ -83,9 +77,10 @@ class OrganizationForm(forms.Form):
         return name
 
     def clean_pbx_domain(self) -> str:
-        domain = self.cleaned_data["pbx_domain"].strip().lower().rstrip(".")
-        if domain and not _HOSTNAME_RE.match(domain):
-            raise ValidationError("Enter a host name such as customer.ringrx.com (no scheme).")
+        """The model's check (`Organization.clean` runs it for the API too), reported here
+        with the form's other field errors."""
+        domain = normalize_pbx_domain(self.cleaned_data["pbx_domain"])
+        validate_pbx_domain(domain)
         return domain
 
 

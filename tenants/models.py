@@ -7,6 +7,7 @@ serializers and forms only ever start from it (through `tenants.selectors`).
 
 from __future__ import annotations
 
+import re
 import secrets
 
 from django.conf import settings
@@ -16,6 +17,29 @@ from django.db.models import Q
 
 from portal.encryption import EncryptedTextField
 from tenants.phones import phone_to_e164, region_is_valid
+
+# A host name: dot-separated labels of letters, digits and inner hyphens.
+_HOSTNAME_RE = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
+
+
+def normalize_pbx_domain(value: str) -> str:
+    """A PBX domain as stored: trimmed, lower case, without a trailing dot."""
+    return (value or "").strip().lower().rstrip(".")
+
+
+def validate_pbx_domain(value: str) -> None:
+    """Refuse anything but a bare host name (no scheme, path, port or spaces). Blank is fine.
+
+    The one check of the field, shared by the web form and the API (through `clean()`).
+    """
+    if value and not _HOSTNAME_RE.match(value):
+        raise ValidationError(
+            f"'{value}' is not a host name: enter one such as customer.ringrx.com, "
+            "without https://, a path or spaces.",
+            code="invalid_pbx_domain",
+        )
 
 
 def _new_webhook_key() -> str:
@@ -85,11 +109,17 @@ class Organization(models.Model):
         return self.name
 
     def clean(self) -> None:
+        errors: dict[str, list[str]] = {}
         self.default_region = (self.default_region or "").upper()
         if not region_is_valid(self.default_region):
-            raise ValidationError(
-                {"default_region": f"'{self.default_region}' is not a known region code."}
-            )
+            errors["default_region"] = [f"'{self.default_region}' is not a known region code."]
+        self.pbx_domain = normalize_pbx_domain(self.pbx_domain)
+        try:
+            validate_pbx_domain(self.pbx_domain)
+        except ValidationError as exc:
+            errors["pbx_domain"] = exc.messages
+        if errors:
+            raise ValidationError(errors)
 
     def validate_constraints(self, exclude: object = None) -> None:
         """Report a slug already used in the account on the `slug` field, not as a

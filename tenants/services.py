@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, models, transaction
 from django.utils.text import slugify
@@ -91,8 +92,20 @@ def organization_update(*, organization: Organization, **fields: Any) -> Organiz
 
 
 def organization_delete(*, user: object, organization: Organization) -> None:
+    """Delete `organization` with everything of it. Only its reseller admins may.
+
+    Its integrations are uninstalled first, one by one, as if each were deleted on its own:
+    the spec's `Uninstall` requests run (Zoho PhoneBridge unintegrates), OAuth tokens are
+    revoked where the spec can, and the stored tokens go with the installation. A provider
+    that fails to answer does not block the deletion (the failure is logged).
+    """
     if not accounts_managed_by(user=user).filter(pk=organization.account_id).exists():
         raise PermissionDenied("Only a reseller admin can delete an organization.")
+    # Imported here: integrations.services imports tenants.
+    from integrations.services import installation_delete
+
+    for installation in organization.installations.order_by("pk"):
+        installation_delete(installation=installation, force=True)
     organization.delete()
 
 
@@ -302,3 +315,36 @@ def membership_create(
 def portal_user_create(*, username: str, password: str, email: str = "") -> Any:
     user_model = get_user_model()
     return user_model.objects.create_user(username=username, password=password, email=email)
+
+
+def reseller_create(
+    *, account_name: str, username: str, password: str, email: str = "", account_slug: str = ""
+) -> Membership:
+    """Create a reseller account (or take the existing one with `account_slug`) and a portal
+    login that is its reseller admin. The password must pass the password validators.
+
+    Raises:
+        ValidationError: naming the field (username taken, weak password, bad slug).
+    """
+    user_model = get_user_model()
+    username = username.strip()
+    if not username:
+        raise ValidationError({"username": "Enter a username."})
+    if user_model.objects.filter(username=username).exists():
+        raise ValidationError(
+            {"username": f"'{username}' is already a portal login; choose another username."}
+        )
+    candidate = user_model(username=username, email=email.strip())
+    try:
+        validate_password(password, user=candidate)
+    except ValidationError as exc:
+        raise ValidationError({"password": exc.messages}) from exc
+    slug = (account_slug or slugify(account_name))[:80]
+    with transaction.atomic():
+        account = Account.objects.filter(slug=slug).first()
+        if account is None:
+            account = Account(name=account_name.strip(), slug=slug)
+            account.full_clean()
+            account.save()
+        user = portal_user_create(username=username, password=password, email=email.strip())
+        return membership_create(user=user, role=Membership.Role.RESELLER, account=account)

@@ -63,6 +63,26 @@ def _organization_url(organization: Organization, tab: str = "users") -> str:
     return f"{reverse('organization_detail', args=[organization.pk])}?tab={tab}"
 
 
+# Session key of a webhook secret to show once, on the organization's next page.
+NEW_WEBHOOK_SECRET_SESSION_KEY = "tenants:new_webhook_secret"
+
+
+def _show_webhook_secret_once(
+    request: HttpRequest, organization: Organization, secret: str
+) -> None:
+    """Keep `secret` (server-side, in the session) for the next page of `organization`, which
+    shows it once and forgets it."""
+    request.session[NEW_WEBHOOK_SECRET_SESSION_KEY] = {"org": organization.pk, "secret": secret}
+
+
+def _pop_webhook_secret(request: HttpRequest, organization: Organization) -> str:
+    pending = request.session.get(NEW_WEBHOOK_SECRET_SESSION_KEY)
+    if not pending or pending.get("org") != organization.pk:
+        return ""
+    del request.session[NEW_WEBHOOK_SECRET_SESSION_KEY]
+    return pending.get("secret", "")
+
+
 def _require_reseller_of(request: HttpRequest, organization: Organization) -> None:
     if not selectors.organization_can_manage(user=request.user, organization=organization):
         raise PermissionDenied("Only a reseller admin of this organization's account may.")
@@ -121,7 +141,8 @@ def organization_create(request: HttpRequest) -> HttpResponse:
             add_service_errors(form, exc)
         else:
             messages.success(request, f"Organization {organization.name} created.")
-            return redirect("organization_detail", org_id=organization.pk)
+            _show_webhook_secret_once(request, organization, organization.webhook_secret)
+            return redirect(_organization_url(organization, "webhooks"))
     return render(
         request,
         "tenants/organization_form.html",
@@ -142,7 +163,8 @@ def organization_detail(request: HttpRequest, org_id: int) -> HttpResponse:
     sms_numbers = list(selectors.sms_number_list(user=request.user, organization=organization))
     for sms_number in sms_numbers:
         sms_number.display = phone_display(sms_number.number)
-    return render(
+    new_webhook_secret = _pop_webhook_secret(request, organization)
+    response = render(
         request,
         "tenants/organization_detail.html",
         {
@@ -160,8 +182,13 @@ def organization_detail(request: HttpRequest, org_id: int) -> HttpResponse:
             "pbx_webhook_url": (
                 f"{settings.PUBLIC_BASE_URL}/api/v1/hooks/pbx/{organization.webhook_key}/<event>"
             ),
+            "new_webhook_secret": new_webhook_secret,
         },
     )
+    if new_webhook_secret:
+        # Not in the browser's cache either: "back" must not show it again.
+        response["Cache-Control"] = "no-store"
+    return response
 
 
 @login_required
@@ -200,17 +227,31 @@ def organization_delete(request: HttpRequest, org_id: int) -> HttpResponse:
         services.organization_delete(user=request.user, organization=organization)
         messages.success(request, f"Organization {organization.name} deleted.")
         return redirect("organization_list")
+    installations = list(
+        organization.installations.select_related("spec_version__spec").order_by("pk")
+    )
+    consequences = [
+        f"{organization.pbx_users.count()} PBX users and "
+        f"{organization.sms_numbers.count()} SMS numbers are deleted with it.",
+        "PBX webhooks sent to its webhook URL will be refused.",
+    ]
+    if installations:
+        names = ", ".join(
+            installation.label or installation.spec_version.spec.name
+            for installation in installations
+        )
+        consequences.append(
+            f"Its {len(installations)} integration(s) are uninstalled first: {names}. Each "
+            "provider is told (the CRM stops sending calls here), OAuth tokens are revoked "
+            "where possible and the stored tokens are deleted."
+        )
     return render(
         request,
         "tenants/confirm_delete.html",
         {
             "organization": organization,
             "title": f"Delete organization {organization.name}?",
-            "consequences": [
-                f"{organization.pbx_users.count()} PBX users and "
-                f"{organization.sms_numbers.count()} SMS numbers are deleted with it.",
-                "PBX webhooks sent to its webhook URL will be refused.",
-            ],
+            "consequences": consequences,
             "cancel_url": reverse("organization_detail", args=[organization.pk]),
         },
     )
@@ -222,12 +263,9 @@ def organization_rotate_webhook_secret(request: HttpRequest, org_id: int) -> Htt
     if not_allowed := _post_only(request):
         return not_allowed
     secret = services.organization_rotate_webhook_secret(organization=organization)
-    # Shown once, here: the secret is stored encrypted and never displayed again.
-    messages.warning(
-        request,
-        f"New webhook secret: {secret} — copy it into the PBX now; it will not be shown again. "
-        "The previous secret no longer works.",
-    )
+    # Shown once, on the next page: the secret is stored encrypted and never displayed again.
+    messages.success(request, "Webhook secret rotated: the previous secret no longer works.")
+    _show_webhook_secret_once(request, organization, secret)
     return redirect(_organization_url(organization, "webhooks"))
 
 

@@ -251,3 +251,157 @@ class DeliveryLogEntryFactory(factory.django.DjangoModelFactory):
     request_body = ""
     response_body = '{"records": []}'
     produced_ids = factory.LazyFunction(dict)
+
+
+class OAuthStateFactory(factory.django.DjangoModelFactory):
+    """A pending (unused, unexpired) OAuth authorization of an installation."""
+
+    class Meta:
+        model = "integrations.OAuthState"
+
+    state = factory.Sequence(lambda n: f"factory-oauth-state-{n:08d}")
+    installation = factory.SubFactory(InstallationFactory)
+    user = factory.SubFactory(UserFactory)
+    redirect_uri = "http://testserver/integrations/oauth/callback/"
+    expires_at = factory.LazyFunction(lambda: _now() + _minutes(10))
+    used_at = None
+
+
+def _minutes(n: int):
+    from datetime import timedelta
+
+    return timedelta(minutes=n)
+
+
+class UserFetchFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "integrations.UserFetch"
+
+    installation = factory.SubFactory(InstallationFactory)
+    state = "done"
+    fetched = 3
+    error = ""
+    finished_at = factory.LazyFunction(lambda: _now())
+
+
+class NoticeFactory(factory.django.DjangoModelFactory):
+    """An unresolved warning about an installation, for its organization's admins."""
+
+    class Meta:
+        model = "integrations.Notice"
+
+    installation = factory.SubFactory(InstallationFactory)
+    organization = factory.LazyAttribute(lambda n: n.installation.organization)
+    level = "warning"
+    message = factory.Sequence(lambda n: f"Integration {n} needs reconnecting.")
+    action_url = factory.LazyAttribute(
+        lambda n: f"/integrations/installations/{n.installation.pk}/"
+    )
+    resolved_at = None
+
+
+class CallFactory(factory.django.DjangoModelFactory):
+    """A completed inbound call, with its normalized data."""
+
+    class Meta:
+        model = "integrations.Call"
+
+    organization = factory.SubFactory(OrganizationFactory)
+    call_id = factory.Sequence(lambda n: f"factory-call-{n}")
+    status = "completed"
+    data = factory.LazyFunction(
+        lambda: {
+            "direction": "inbound",
+            "from": "+14155550100",
+            "to": "+14155550111",
+            "extension": "101",
+            "duration": 95,
+        }
+    )
+
+
+class CallActivityFactory(factory.django.DjangoModelFactory):
+    """The CRM activity of a call, created in the installation's CRM."""
+
+    class Meta:
+        model = "integrations.CallActivity"
+
+    installation = factory.SubFactory(InstallationFactory)
+    call = factory.SubFactory(
+        CallFactory, organization=factory.SelfAttribute("..installation.organization")
+    )
+    state = "created"
+    activity_id = factory.Sequence(lambda n: f"act-{7000 + n}")
+    contact_id = factory.Sequence(lambda n: f"c-{3000 + n}")
+
+
+class MessageFactory(factory.django.DjangoModelFactory):
+    """An inbound SMS to one of the organization's numbers."""
+
+    class Meta:
+        model = "integrations.Message"
+
+    sms_number = factory.SubFactory(SmsNumberFactory)
+    organization = factory.LazyAttribute(lambda m: m.sms_number.organization)
+    installation = None
+    direction = "inbound"
+    from_number = "+14155550123"
+    to_number = factory.LazyAttribute(lambda m: m.sms_number.number)
+    content = factory.Sequence(lambda n: f"Hello {n}")
+    status = "received"
+
+
+class InboxEventFactory(factory.django.DjangoModelFactory):
+    """A PBX call event of an organization, already processed."""
+
+    class Meta:
+        model = "integrations.InboxEvent"
+
+    source = "pbx"
+    organization = factory.SubFactory(OrganizationFactory)
+    installation = None
+    event_type = "call"
+    dedup_key = factory.Sequence(lambda n: f"factory-event-{n}")
+    correlation_key = factory.Sequence(lambda n: f"factory-call-{n}")
+    body = '{"call_id": "factory-call", "status": "ringing"}'
+    content_type = "application/json"
+    payload = factory.LazyFunction(lambda: {"call_id": "factory-call", "status": "ringing"})
+    received_at = factory.LazyFunction(lambda: _now())
+    state = "done"
+    processed_at = factory.LazyFunction(lambda: _now())
+
+
+class CallbackSubscriptionFactory(factory.django.DjangoModelFactory):
+    """An active CDR callback with Basic credentials and a signing secret (both encrypted)."""
+
+    class Meta:
+        model = "integrations.CallbackSubscription"
+
+    organization = factory.SubFactory(OrganizationFactory)
+    name = factory.Sequence(lambda n: f"Factory callback {n}")
+    callback_type = "cdr"
+    url = "http://127.0.0.1:9/hooks/cdr?call={call_id}"
+    auth_username = "factory"
+    auth_password = "factory-basic-password"
+    headers = ""
+    signing_secret = "whsec_ZmFjdG9yeS1zaWduaW5nLXNlY3JldC0wMTIzNDU2Nzg5"
+    bindings = factory.LazyFunction(list)
+    active = True
+
+
+class CallbackDeliveryFactory(factory.django.DjangoModelFactory):
+    """A delivered callback of one inbox event."""
+
+    class Meta:
+        model = "integrations.CallbackDelivery"
+
+    subscription = factory.SubFactory(CallbackSubscriptionFactory)
+    inbox_event = factory.SubFactory(
+        InboxEventFactory, organization=factory.SelfAttribute("..subscription.organization")
+    )
+    webhook_id = factory.Sequence(lambda n: f"msg_factory{n:012d}")
+    payload = factory.LazyFunction(lambda: {"call_id": "factory-call", "duration": 95})
+    state = "delivered"
+    attempts = 1
+    last_status = 200
+    delivered_at = factory.LazyFunction(lambda: _now())

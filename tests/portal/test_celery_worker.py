@@ -31,6 +31,8 @@ def test_tasks_are_configured_to_be_acknowledged_late_and_rejected_when_a_worker
 
 
 def test_without_a_broker_tasks_run_in_process(settings):
+    import portal.health  # noqa: F401  (registers the task; in the app, the URL conf does)
+
     assert settings.CELERY_BROKER_URL == ""
     assert portal_app.conf.task_always_eager is True
     assert portal_app.tasks["portal.health.ping"].delay("inline").get() == "inline"

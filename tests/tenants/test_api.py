@@ -106,10 +106,59 @@ def test_a_reseller_with_one_account_creates_an_org_without_naming_the_account(
     assert body["slug"] == "gamma-clinic"
     assert body["default_region"] == "GB"
     assert body["account"] == tenant_a.account.pk
-    assert "webhook_secret" not in body
     org = Organization.objects.get(pk=body["id"])
     assert org.account == tenant_a.account
     assert org.webhook_key == body["webhook_key"]
+    # The only time the secret is shown: in the 201, never again.
+    assert body["webhook_secret"] == org.webhook_secret
+    assert response["Cache-Control"] == "no-store"
+    assert org.webhook_secret not in reseller.get(_org_url(org)).content.decode()
+
+
+def _rotate_url(org: Organization) -> str:
+    return reverse("api-v1:organization-webhook-secret-rotate", kwargs={"org_id": org.pk})
+
+
+def test_rotating_the_webhook_secret_returns_the_new_one_once(
+    org_admin: APIClient, tenant_a: Tenant
+) -> None:
+    old = tenant_a.org.webhook_secret
+
+    response = org_admin.post(_rotate_url(tenant_a.org))
+
+    assert response.status_code == 200, response.content
+    tenant_a.org.refresh_from_db()
+    assert tenant_a.org.webhook_secret != old
+    assert response.json() == {
+        "webhook_key": tenant_a.org.webhook_key,
+        "webhook_secret": tenant_a.org.webhook_secret,
+    }
+    assert response["Cache-Control"] == "no-store"
+    assert org_admin.get(_rotate_url(tenant_a.org)).status_code == 405
+
+
+def test_rotating_needs_the_write_scope(tenant_a: Tenant) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from oauth2_provider.models import AccessToken
+
+    token = AccessToken.objects.create(
+        user=tenant_a.reseller,
+        token="read-only-token-for-rotate",
+        scope="read",
+        expires=timezone.now() + timedelta(hours=1),
+    )
+    old = tenant_a.org.webhook_secret
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token.token}")
+
+    response = client.post(_rotate_url(tenant_a.org))
+
+    assert response.status_code == 403
+    assert "write" in response.json()["message"]
+    tenant_a.org.refresh_from_db()
+    assert tenant_a.org.webhook_secret == old
 
 
 def test_a_reseller_of_several_accounts_must_name_the_account(tenant_a: Tenant) -> None:
@@ -189,6 +238,35 @@ def test_an_unknown_region_is_a_400_naming_default_region(reseller: APIClient) -
         "message": "Invalid input: default_region.",
         "errors": {"default_region": ["'XX' is not a known region code."]},
     }
+
+
+def test_a_pbx_domain_that_is_not_a_host_name_is_a_400_naming_pbx_domain(
+    reseller: APIClient, tenant_a: Tenant
+) -> None:
+    created = reseller.post(
+        _orgs_url(), {"name": "Bad Domain", "pbx_domain": "https://bad domain/ x"}, format="json"
+    )
+    patched = reseller.patch(
+        _org_url(tenant_a.org), {"pbx_domain": "customer.ringrx.com/path"}, format="json"
+    )
+
+    for response in (created, patched):
+        assert response.status_code == 400, response.content
+        body = response.json()
+        assert list(body["errors"]) == ["pbx_domain"]
+        assert "is not a host name" in body["errors"]["pbx_domain"][0]
+    assert not Organization.objects.filter(name="Bad Domain").exists()
+    tenant_a.org.refresh_from_db()
+    assert "/" not in tenant_a.org.pbx_domain
+
+
+def test_the_api_stores_a_pbx_domain_as_the_form_does(reseller: APIClient) -> None:
+    response = reseller.post(
+        _orgs_url(), {"name": "Gamma", "pbx_domain": " Gamma.RingRx.com. "}, format="json"
+    )
+
+    assert response.status_code == 201, response.content
+    assert response.json()["pbx_domain"] == "gamma.ringrx.com"
 
 
 def test_a_duplicate_slug_is_a_400_naming_slug(reseller: APIClient, tenant_a: Tenant) -> None:
@@ -400,6 +478,24 @@ def test_a_number_that_is_not_a_phone_number_is_a_400_naming_number(
     assert body["message"] == "Invalid input: number."
     assert list(body["errors"]) == ["number"]
     assert body["errors"]["number"][0].startswith("'abc' is not a phone number")
+
+
+def test_a_local_only_number_is_a_400_naming_number_and_the_missing_area_code(
+    reseller: APIClient, tenant_a: Tenant
+) -> None:
+    response = reseller.post(_numbers_url(tenant_a.org), {"number": "555-0100"}, format="json")
+    mobile = reseller.post(
+        _users_url(tenant_a.org),
+        {"extension": "190", "name": "Local", "mobile": "0000000"},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert list(response.json()["errors"]) == ["number"]
+    assert "missing area code" in response.json()["errors"]["number"][0]
+    assert mobile.status_code == 400
+    assert "missing area code" in mobile.json()["errors"]["mobile"][0]
+    assert not SmsNumber.objects.filter(number="+15550100").exists()
 
 
 def test_a_duplicate_number_in_another_format_is_a_400_naming_number(

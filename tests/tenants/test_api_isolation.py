@@ -60,6 +60,12 @@ ROUTES: list[Route] = [
         lambda t: {"org_id": t.org.pk},
         _org_payload,
     ),
+    Route(
+        "organization-webhook-secret-rotate",
+        ("POST",),
+        lambda t: {"org_id": t.org.pk},
+        lambda t: {},
+    ),
     Route("pbx-user-list", ("GET", "POST"), lambda t: {"org_id": t.org.pk}, _user_payload),
     Route(
         "pbx-user-detail",
@@ -114,7 +120,7 @@ def _snapshot(target: Target) -> dict[str, Any]:
     pbx_user = PbxUser.objects.get(pk=target.pbx_user.pk)
     sms_number = SmsNumber.objects.get(pk=target.sms_number.pk)
     return {
-        "org": (org.name, org.pbx_domain, org.default_region, org.slug),
+        "org": (org.name, org.pbx_domain, org.default_region, org.slug, org.webhook_secret),
         "pbx_user": (pbx_user.extension, pbx_user.name, pbx_user.email),
         "sms_number": (sms_number.number, sms_number.label, list(sms_number.users.all())),
         "pbx_user_count": PbxUser.objects.filter(organization=org).count(),

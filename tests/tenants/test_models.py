@@ -31,6 +31,36 @@ def test_an_unparseable_number_is_an_error_naming_the_field(raw):
     assert "mobile" in excinfo.value.message_dict
 
 
+@pytest.mark.parametrize(
+    ("raw", "region", "why"),
+    [
+        ("555-0100", "US", "missing area code"),
+        ("0000000", "US", "missing area code"),
+        ("7946 0018", "GB", "missing area code"),
+        ("+1415555017", "US", "too few digits"),
+        ("+1 415 555 01234", "US", "too many digits"),
+    ],
+)
+def test_a_local_only_or_incomplete_number_is_refused_not_stored_as_e164(raw, region, why):
+    """`555-0100` used to be stored as +15550100, which no one can call."""
+    with pytest.raises(ValidationError) as excinfo:
+        phone_to_e164(raw, region=region, field="mobile")
+
+    [message] = excinfo.value.message_dict["mobile"]
+    assert f"'{raw}' is not a complete phone number ({why})" in message
+    assert "+14155550100" in message  # says what to enter instead
+
+
+def test_a_pbx_users_local_only_mobile_is_an_error_on_the_mobile_field(db):
+    with pytest.raises(ValidationError) as excinfo:
+        pbx_user_create(
+            organization=OrganizationFactory(), extension="101", name="Al", mobile="555-0100"
+        )
+
+    assert "missing area code" in excinfo.value.message_dict["mobile"][0]
+    assert not PbxUser.objects.exists()
+
+
 def test_sms_number_is_stored_e164_using_the_org_default_region(db):
     org = OrganizationFactory(default_region="GB")
 

@@ -124,8 +124,46 @@ def test_reseller_creates_an_organization(reseller_client: Client, tenant_a: Ten
     assert org.pbx_domain == "bayview.ringrx.com"
     assert org.default_region == "GB"
     assert org.slug == "bayview-clinic"
-    assert response.redirect_chain[-1][0] == reverse("organization_detail", args=[org.pk])
+    assert response.redirect_chain[-1][0] == (
+        reverse("organization_detail", args=[org.pk]) + "?tab=webhooks"
+    )
     assert "Organization Bayview Clinic created." in _page(response)
+
+
+def test_a_new_organizations_webhook_secret_is_shown_once_on_the_next_page(
+    reseller_client: Client, tenant_a: Tenant
+) -> None:
+    response = reseller_client.post(
+        reverse("organization_create"), {"name": "Harbor Dental", "default_region": "US"}
+    )
+    org = Organization.objects.get(name="Harbor Dental")
+    assert org.webhook_secret not in _page(response)
+
+    shown = reseller_client.get(response["Location"])
+
+    page = _page(shown)
+    assert f'data-testid="new-webhook-secret-value">{org.webhook_secret}</code>' in page
+    assert "copy it now, it will not be shown again" in page
+    assert 'data-copy-target="new-webhook-secret-value"' in page
+    assert shown["Cache-Control"] == "no-store"
+    for tab in ("webhooks", "users"):
+        again = reseller_client.get(reverse("organization_detail", args=[org.pk]), {"tab": tab})
+        assert org.webhook_secret not in _page(again)
+
+
+def test_a_pending_secret_is_not_shown_on_another_organizations_page(
+    reseller_client: Client, tenant_a: Tenant
+) -> None:
+    response = reseller_client.post(
+        reverse("organization_create"), {"name": "Harbor Dental", "default_region": "US"}
+    )
+    org = Organization.objects.get(name="Harbor Dental")
+
+    other = reseller_client.get(reverse("organization_detail", args=[tenant_a.org.pk]))
+    own = reseller_client.get(response["Location"])
+
+    assert org.webhook_secret not in _page(other)
+    assert org.webhook_secret in _page(own)
 
 
 def test_create_organization_shows_field_errors(reseller_client: Client) -> None:
@@ -307,6 +345,7 @@ def test_rotate_webhook_secret_shows_the_new_secret_once(
     tenant_a.org.refresh_from_db()
     assert tenant_a.org.webhook_secret != old_secret
     assert tenant_a.org.webhook_secret in _page(response)
+    assert "it will not be shown again" in _page(response)
     again = reseller_client.get(
         reverse("organization_detail", args=[tenant_a.org.pk]), {"tab": "webhooks"}
     )
