@@ -28,4 +28,9 @@ urlpatterns: list[URLPattern] = [
         callback_apis.CallbackDeliveryListApi.as_view(),
         name="deliveries",
     ),
+    path(
+        "organizations/<int:org_id>/callbacks/<int:callback_id>/deliveries/<int:delivery_id>/retry/",
+        callback_apis.CallbackDeliveryRetryApi.as_view(),
+        name="delivery-retry",
+    ),
 ]

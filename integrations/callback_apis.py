@@ -1,7 +1,8 @@
 """REST API v1 for an organization's outbound callbacks:
 ``/api/v1/organizations/<org_id>/callbacks/`` (list, create), ``…/<callback_id>/`` (get,
-replace, change, delete), ``…/<callback_id>/test/`` (queue a sample event) and
-``…/<callback_id>/deliveries/`` (recent deliveries).
+replace, change, delete), ``…/<callback_id>/test/`` (queue a sample event),
+``…/<callback_id>/deliveries/`` (recent deliveries) and
+``…/<callback_id>/deliveries/<delivery_id>/retry/`` (send a failed delivery again).
 
 Views are thin: the organization is read through `tenants.selectors.organization_get` and the
 subscription through `integrations.callbacks.callback_subscription_get` (another tenant's ids
@@ -33,6 +34,9 @@ ORGANIZATION_ID = OpenApiParameter(
 )
 CALLBACK_ID = OpenApiParameter(
     "callback_id", OpenApiTypes.INT, OpenApiParameter.PATH, description="Callback id."
+)
+DELIVERY_ID = OpenApiParameter(
+    "delivery_id", OpenApiTypes.INT, OpenApiParameter.PATH, description="Delivery id."
 )
 TAGS = ["callbacks"]
 
@@ -304,4 +308,32 @@ class CallbackDeliveryListApi(APIView):
             view=self,
             queryset=callbacks.callback_delivery_list(user=request.user, subscription=subscription),
             serializer_class=CallbackDeliveryOutputSerializer,
+        )
+
+
+class CallbackDeliveryRetryApi(APIView):
+    @extend_schema(
+        tags=TAGS,
+        operation_id="organizations_callbacks_deliveries_retry",
+        summary="Send a failed callback delivery again",
+        description="The delivery goes back to `pending` with its attempts reset and a worker "
+        "sends it again with the same `webhook-id` (receivers can deduplicate). Only a `failed` "
+        "delivery of an active callback can be retried: enable a disabled callback first. "
+        "Poll the deliveries for its new state.",
+        parameters=[ORGANIZATION_ID, CALLBACK_ID, DELIVERY_ID],
+        request=None,
+        responses={
+            202: OpenApiResponse(CallbackDeliveryOutputSerializer, description="Queued again."),
+            **WRITE_ERRORS,
+        },
+    )
+    def post(self, request: Request, org_id: int, callback_id: int, delivery_id: int) -> Response:
+        subscription = _subscription(request, org_id, callback_id)
+        delivery = callbacks.callback_delivery_get(
+            user=request.user, subscription=subscription, pk=delivery_id
+        )
+        delivery = callbacks.callback_delivery_retry(delivery=delivery)
+        delivery.refresh_from_db()
+        return Response(
+            CallbackDeliveryOutputSerializer(delivery).data, status=status.HTTP_202_ACCEPTED
         )

@@ -25,4 +25,9 @@ urlpatterns: list[URLPattern] = [
     path(
         "orgs/<int:org_id>/callbacks/<int:callback_id>/test/", callbacks.callback_test, name="test"
     ),
+    path(
+        "orgs/<int:org_id>/callbacks/<int:callback_id>/deliveries/<int:delivery_id>/retry/",
+        callbacks.callback_delivery_retry,
+        name="delivery_retry",
+    ),
 ]

@@ -26,6 +26,10 @@ subscription and enqueues `callback_deliver_task` after commit. Each attempt (`c
   disabled, with `disabled_reason` and a `Notice` for the organization's admins. A success
   resets the count.
 
+An admin sends a failed delivery again with `callback_delivery_retry` (the Retry button of the
+callback's page, or the API): same ``webhook-id``, attempts reset; a delivery that failed while
+its callback was disabled can be retried once the callback is enabled again.
+
 The inbox handlers registered at the bottom fan PBX events out to the subscriptions of the same
 type. Other code (message status, click-to-call) calls `callbacks_dispatch` directly.
 """
@@ -323,6 +327,16 @@ def callback_delivery_list(
     return CallbackDelivery.objects.for_user(user).filter(subscription=subscription)
 
 
+def callback_delivery_get(
+    *, user: object, subscription: CallbackSubscription, pk: int | str
+) -> CallbackDelivery:
+    """One delivery of `subscription` that `user` may see; Http404 otherwise."""
+    return get_object_or_404(
+        callback_delivery_list(user=user, subscription=subscription).select_related("subscription"),
+        pk=pk,
+    )
+
+
 def callback_notices(*, user: object, organization: Organization) -> QuerySet[Notice]:
     """Unresolved notices about the organization's callbacks (a subscription disabled)."""
     prefix = reverse("callbacks:list", args=[organization.pk])
@@ -483,6 +497,48 @@ def callback_subscription_test(*, subscription: CallbackSubscription) -> Callbac
             tokens=_jsonable(ringrx_tokens(subscription.callback_type, sample)),
         )
         transaction.on_commit(partial(callback_delivery_enqueue, delivery_id=delivery.pk))
+    return delivery
+
+
+def callback_delivery_retry(*, delivery: CallbackDelivery) -> CallbackDelivery:
+    """Send a `failed` delivery again (an admin's Retry): back to `pending`, due now, its
+    attempts reset to 0 for a fresh run of CALLBACK_MAX_ATTEMPTS, its error cleared, and
+    enqueued when the transaction commits. It keeps its `webhook_id`, so a receiver that got
+    it before can deduplicate. A delivery that failed because its callback was disabled can be
+    retried once the callback is enabled again.
+
+    Raises:
+        ValidationError: the delivery is not failed, or its callback is disabled (enable it
+            first).
+    """
+    with transaction.atomic():
+        locked = (
+            CallbackDelivery.objects.select_for_update(of=("self",))
+            .select_related("subscription")
+            .get(pk=delivery.pk)
+        )
+        if locked.state != CallbackDelivery.State.FAILED:
+            raise ValidationError(
+                {"state": f"Only a failed delivery can be retried (it is {locked.state})."}
+            )
+        if not locked.subscription.active:
+            raise ValidationError(
+                {
+                    "subscription": f"The callback “{locked.subscription.name}” is disabled: "
+                    "fix its URL if needed and enable it again (Edit, Active), then retry "
+                    "the delivery."
+                }
+            )
+        CallbackDelivery.objects.filter(pk=locked.pk).update(
+            state=CallbackDelivery.State.PENDING,
+            attempts=0,
+            last_status=None,
+            last_error="",
+            next_attempt_at=timezone.now(),
+            delivered_at=None,
+        )
+        transaction.on_commit(partial(callback_delivery_enqueue, delivery_id=locked.pk))
+    delivery.refresh_from_db()
     return delivery
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -808,3 +809,157 @@ def conversation_list(*, user: object, sms_number: SmsNumber) -> list[Conversati
         else:
             thread.count += 1
     return list(threads.values())
+
+
+# --- Admin re-runs: send a failed message again, log a message to the CRM again ---------------
+
+# Messages whose CRM log is written (outbound once sent, inbound once received).
+CRM_LOGGED_STATUSES = frozenset(
+    {
+        Message.Status.SENT,
+        Message.Status.DELIVERED,
+        Message.Status.RECEIVED,
+    }
+)
+# Inbound messages are logged by their inbox event's handler: while it may still run (or run
+# again by itself) the log is not "failed".
+_INBOX_FINISHED = (InboxEvent.State.DONE, InboxEvent.State.FAILED, InboxEvent.State.IGNORED)
+
+
+def message_crm_log_installations(*, organization_id: int) -> list[Installation]:
+    """The organization's active CRM installations whose spec has CreateMessageLog."""
+    return [
+        installation
+        for installation in _crm_installations(organization_id)
+        if installation_spec(installation).has_method("CreateMessageLog")
+    ]
+
+
+def message_crm_log_missing(
+    *, message: Message, crm_installations: Sequence[Installation] | None = None
+) -> list[Installation]:
+    """The CRM installations that should have a log of `message` and do not: active, with
+    CreateMessageLog, installed before the message arrived or was sent, and absent from
+    `Message.crm_logs`. A page listing many messages passes `crm_installations`
+    (`message_crm_log_installations`) and the messages as it read them; otherwise both are
+    read now."""
+    if crm_installations is None:
+        crm_installations = message_crm_log_installations(organization_id=message.organization_id)
+        logged = _message_crm_logs(message)
+    else:
+        logged = dict(message.crm_logs or {})
+    return [
+        installation
+        for installation in crm_installations
+        if installation.created_at <= message.created_at and str(installation.pk) not in logged
+    ]
+
+
+def message_crm_log_failed(
+    *, message: Message, crm_installations: Sequence[Installation] | None = None
+) -> bool:
+    """Whether the CRM log of a sent or received message failed for good: it is no longer
+    due (nor retried by its inbox event) and a CRM that should have it does not."""
+    if message.status not in CRM_LOGGED_STATUSES or message.crm_log_due_at is not None:
+        return False
+    if not message_crm_log_missing(message=message, crm_installations=crm_installations):
+        return False
+    if message.direction == Message.Direction.INBOUND and message.message_ref.startswith("in-"):
+        event_id = message.message_ref.removeprefix("in-")
+        state = (
+            InboxEvent.objects.filter(pk=event_id).values_list("state", flat=True).first()
+            if event_id.isdigit()
+            else None
+        )
+        if state is not None and state not in _INBOX_FINISHED:
+            return False
+    return True
+
+
+def message_resend_action(
+    *, message: Message, crm_installations: Sequence[Installation] | None = None
+) -> str:
+    """What `message_resend` would do: ``"send"`` (a failed outbound message), ``"crm_log"``
+    (a sent or received message whose CRM log failed for good) or ``""`` (nothing)."""
+    if message.direction == Message.Direction.OUTBOUND and message.status == Message.Status.FAILED:
+        return "send"
+    if message_crm_log_failed(message=message, crm_installations=crm_installations):
+        return "crm_log"
+    return ""
+
+
+def message_resend(*, message: Message) -> Message:
+    """An admin's "Send again" / "Log to CRM again".
+
+    * A `failed` outbound message is queued again: attempts reset to 0 (a fresh run of
+      MESSAGE_SEND_MAX_ATTEMPTS), due now, its error cleared, and sent when the transaction
+      commits through the same path as a new message (`message_send_task`). Its
+      `message_ref` stays, so a late status report still finds it.
+    * A sent or received message whose CRM log failed for good (`message_crm_log_failed`) is
+      logged again to the CRMs missing it (those done already are skipped), when the
+      transaction commits (`message_crm_log_task`).
+
+    Raises:
+        ValidationError: anything else (an inbound message, a message not failed), or the
+            number's SMS integration cannot send (removed, disabled, needs reconnecting).
+    """
+    failed_outbound = (
+        message.direction == Message.Direction.OUTBOUND and message.status == Message.Status.FAILED
+    )
+    if not failed_outbound:
+        if message_crm_log_failed(message=message):
+            now = timezone.now()
+            with transaction.atomic():
+                Message.objects.filter(pk=message.pk, crm_log_due_at__isnull=True).update(
+                    crm_log_due_at=now, updated_at=now
+                )
+                transaction.on_commit(partial(message_crm_log_enqueue, message_id=message.pk))
+            message.refresh_from_db()
+            return message
+        if message.direction == Message.Direction.INBOUND:
+            raise ValidationError(
+                {
+                    "message": "An inbound message cannot be sent again; only its CRM log can be "
+                    "re-run, and it is not failed."
+                }
+            )
+        raise ValidationError(
+            {
+                "message": f"Only a failed message can be sent again (this one is "
+                f"{message.get_status_display().lower()})."
+            }
+        )
+    installation = message.installation
+    if installation is None:
+        raise ValidationError(
+            {
+                "message": "The SMS integration of this message was removed: send a new message "
+                "from a number bound to an SMS integration."
+            }
+        )
+    if installation.status != Installation.Status.ACTIVE:
+        raise ValidationError(
+            {
+                "message": f"The SMS integration of {message.from_number} is "
+                f"{installation.get_status_display().lower()}: reconnect or enable it, then "
+                "send the message again."
+            }
+        )
+    now = timezone.now()
+    with transaction.atomic():
+        updated = Message.objects.filter(
+            pk=message.pk,
+            direction=Message.Direction.OUTBOUND,
+            status=Message.Status.FAILED,
+        ).update(
+            status=Message.Status.QUEUED,
+            attempts=0,
+            next_attempt_at=now,
+            error="",
+            updated_at=now,
+        )
+        if not updated:
+            raise ValidationError({"message": "This message was sent again meanwhile."})
+        transaction.on_commit(partial(message_send_enqueue, message_id=message.pk))
+    message.refresh_from_db()
+    return message

@@ -20,6 +20,11 @@ urlpatterns: list[URLPattern] = [
         name="message-detail",
     ),
     path(
+        "organizations/<int:org_id>/messages/<int:message_id>/resend/",
+        messaging_apis.MessageResendApi.as_view(),
+        name="message-resend",
+    ),
+    path(
         "organizations/<int:org_id>/lookup",
         messaging_apis.CallerLookupApi.as_view(),
         name="lookup",

@@ -6,6 +6,8 @@
 * ``GET /api/v1/organizations/<id>/messages/`` — the org's messages, newest first, filtered by
   `sms_number` (id) and/or `conversation` (the external party's number);
 * ``GET /api/v1/organizations/<id>/messages/<message_id>/`` — one message;
+* ``POST /api/v1/organizations/<id>/messages/<message_id>/resend/`` — send a failed message
+  again, or log a message whose CRM log failed to the CRM again (202);
 * ``GET /api/v1/organizations/<id>/lookup?phone=…`` — the caller lookup of DESIGN 6.
 
 Reads and writes go through the tenant selectors first: another tenant's organization, number
@@ -26,7 +28,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from integrations.lookup import caller_lookup
-from integrations.messaging import message_list, message_send
+from integrations.messaging import message_list, message_resend, message_send
 from integrations.models import Message
 from portal.api.pagination import PagePagination, paginated_response
 from tenants import selectors as tenant_selectors
@@ -204,6 +206,30 @@ class MessageDetailApi(APIView):
             message_list(user=request.user, organization=organization), pk=message_id
         )
         return Response(MessageOutputSerializer(message).data)
+
+
+class MessageResendApi(APIView):
+    @extend_schema(
+        tags=["messages"],
+        operation_id="organizations_messages_resend",
+        summary="Send a failed message again (or re-run its failed CRM log)",
+        description="A `failed` outbound message goes back to `queued` with its attempts reset "
+        "and a worker sends it again through the number's SMS integration. A sent or received "
+        "message whose CRM log failed for good is logged again to the CRMs missing it. Anything "
+        "else (an inbound message, a message not failed) is a 400 saying why. Poll the message "
+        "for its new `status`.",
+        parameters=[ORGANIZATION_ID, MESSAGE_ID],
+        request=None,
+        responses={202: MessageOutputSerializer, **WRITE_ERRORS},
+    )
+    def post(self, request: Request, org_id: int, message_id: int) -> Response:
+        organization = tenant_selectors.organization_get(user=request.user, pk=org_id)
+        message = get_object_or_404(
+            message_list(user=request.user, organization=organization), pk=message_id
+        )
+        message = message_resend(message=message)
+        message.refresh_from_db()
+        return Response(MessageOutputSerializer(message).data, status=status.HTTP_202_ACCEPTED)
 
 
 class CallerLookupApi(APIView):

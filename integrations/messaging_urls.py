@@ -14,4 +14,9 @@ urlpatterns: list[URLPattern] = [
         messages.conversation_detail,
         name="conversation_detail",
     ),
+    path(
+        "orgs/<int:org_id>/conversations/<int:sms_number_id>/messages/<int:message_id>/resend/",
+        messages.message_resend_view,
+        name="message_resend",
+    ),
 ]

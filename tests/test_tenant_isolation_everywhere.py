@@ -243,8 +243,12 @@ def _build_world(a: Tenant, b: Tenant) -> World:
         auth_password=SECRET_CALLBACK_PASSWORD,
         signing_secret=SECRET_SIGNING,
     )
-    CallbackDelivery.objects.create(
-        subscription=subscription, inbox_event=event, webhook_id="alpha-delivery-1", payload={}
+    delivery = CallbackDelivery.objects.create(
+        subscription=subscription,
+        inbox_event=event,
+        webhook_id="alpha-delivery-1",
+        payload={},
+        state="failed",
     )
     params = {
         "org_id": org.pk,
@@ -263,6 +267,7 @@ def _build_world(a: Tenant, b: Tenant) -> World:
         "event_pk": event.pk,
         "callback_id": subscription.pk,
         "message_id": message.pk,
+        "delivery_id": delivery.pk,
     }
     return World(a, b, params)
 
@@ -327,6 +332,7 @@ def test_the_walk_finds_the_routes_of_every_area() -> None:
     for expected in (
         "organization_detail",
         "api-v1:pbx-user-detail",
+        "api-v1:organization-webhook-secret-rotate",
         "integrations:installation_detail",
         "integrations-api:delivery-log-detail",
         "callbacks:edit",
@@ -335,6 +341,10 @@ def test_the_walk_finds_the_routes_of_every_area() -> None:
         "messaging:conversation_detail",
         "messaging-api:message-detail",
         "events-api:event-replay",
+        "callbacks:delivery_retry",
+        "callbacks-api:delivery-retry",
+        "messaging:message_resend",
+        "messaging-api:message-resend",
     ):
         assert expected in names
     assert not any(name.startswith("hooks:") or name == "sms-webhook" for name in names)

@@ -1,5 +1,6 @@
 """Web UI of an organization's outbound callbacks: list (with the notices of disabled ones),
-detail with recent deliveries, create, edit, delete, send a test.
+detail with recent deliveries (a Retry button on the failed ones), create, edit, delete, send
+a test.
 
 Every view looks the organization up through `tenants.selectors.organization_get` (and the
 subscription through `integrations.callbacks.callback_subscription_get`) before anything else,
@@ -20,9 +21,10 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.views.decorators.http import require_POST
 
 from integrations import callbacks
-from integrations.models import CallbackSubscription
+from integrations.models import CallbackDelivery, CallbackSubscription
 from tenants import selectors as tenant_selectors
 from tenants.forms import add_service_errors
 
@@ -280,3 +282,35 @@ def callback_test(request: HttpRequest, org_id: int, callback_id: int) -> HttpRe
             request, "A sample event was queued; its delivery appears below in a moment."
         )
     return redirect("callbacks:detail", org_id=organization.pk, callback_id=subscription.pk)
+
+
+@login_required
+@require_POST
+def callback_delivery_retry(
+    request: HttpRequest, org_id: int, callback_id: int, delivery_id: int
+) -> HttpResponse:
+    """Send a failed delivery again (same webhook-id, attempts reset)."""
+    organization = tenant_selectors.organization_get(user=request.user, pk=org_id)
+    subscription = callbacks.callback_subscription_get(
+        user=request.user, organization=organization, pk=callback_id
+    )
+    delivery = callbacks.callback_delivery_get(
+        user=request.user, subscription=subscription, pk=delivery_id
+    )
+    try:
+        delivery = callbacks.callback_delivery_retry(delivery=delivery)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        if delivery.state == CallbackDelivery.State.FAILED:
+            messages.error(request, f"Retried; it failed again: {delivery.last_error}")
+        elif delivery.state == CallbackDelivery.State.DELIVERED:
+            messages.success(request, f"Delivery {delivery.webhook_id}: retried and delivered.")
+        else:
+            messages.success(
+                request,
+                f"Delivery {delivery.webhook_id} queued again (same webhook-id); its new state "
+                "appears below in a moment.",
+            )
+    url = reverse("callbacks:detail", args=[organization.pk, subscription.pk])
+    return redirect(f"{url}#deliveries")

@@ -1,5 +1,6 @@
 """Conversations of an organization's SMS numbers: threads by external number, the messages
-of one thread with their status, and a form to send a text (or a file URL, as an MMS).
+of one thread with their status (a "Send again" button on a failed one, "Log to CRM again"
+on one whose CRM log failed), and a form to send a text (or a file URL, as an MMS).
 
 Every view looks the organization and number up through the tenant selectors first, so
 another tenant's ids are a 404."""
@@ -11,10 +12,21 @@ from django.contrib import messages as flash
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.http import urlencode
+from django.views.decorators.http import require_POST
 
-from integrations.messaging import conversation_list, message_list, message_send
+from integrations.messaging import (
+    conversation_list,
+    message_crm_log_installations,
+    message_crm_log_missing,
+    message_list,
+    message_resend,
+    message_resend_action,
+    message_send,
+)
+from integrations.models import Message
 from tenants import selectors as tenant_selectors
 from tenants.phones import phone_display
 
@@ -104,6 +116,11 @@ def conversation_detail(request: HttpRequest, org_id: int, sms_number_id: int) -
             )[:200]
         )
         thread_messages.reverse()
+        crm_installations = message_crm_log_installations(organization_id=organization.pk)
+        for message in thread_messages:
+            message.resend_action = message_resend_action(
+                message=message, crm_installations=crm_installations
+            )
     return render(
         request,
         "integrations/conversation_detail.html",
@@ -118,3 +135,57 @@ def conversation_detail(request: HttpRequest, org_id: int, sms_number_id: int) -
             "form": form,
         },
     )
+
+
+def _external_number(message: Message) -> str:
+    if message.direction == Message.Direction.INBOUND:
+        return message.from_number
+    return message.to_number
+
+
+@login_required
+@require_POST
+def message_resend_view(
+    request: HttpRequest, org_id: int, sms_number_id: int, message_id: int
+) -> HttpResponse:
+    """Send a failed message again, or log a message whose CRM log failed again."""
+    organization = tenant_selectors.organization_get(user=request.user, pk=org_id)
+    sms_number = tenant_selectors.sms_number_get(
+        user=request.user, organization=organization, pk=sms_number_id
+    )
+    message = get_object_or_404(
+        message_list(user=request.user, organization=organization, sms_number=sms_number),
+        pk=message_id,
+    )
+    crm_log = message.status != Message.Status.FAILED
+    try:
+        message = message_resend(message=message)
+    except ValidationError as exc:
+        flash.error(request, " ".join(exc.messages))
+    else:
+        message.refresh_from_db()
+        if crm_log:
+            if message.crm_log_due_at is not None:
+                flash.success(request, "Logging to the CRM again; it appears there in a moment.")
+            elif message_crm_log_missing(message=message):
+                flash.error(
+                    request,
+                    "The CRM log failed again: see the CRM integration's delivery log for the "
+                    "reason, fix it, then try again.",
+                )
+            else:
+                flash.success(request, "Logged to the CRM again.")
+        elif message.status == Message.Status.FAILED:
+            flash.error(request, f"Sent again; it failed again: {message.error}")
+        elif message.status == Message.Status.QUEUED:
+            flash.success(
+                request,
+                f"Message to {message.to_number} queued to be sent again; its status appears "
+                "here in a moment.",
+            )
+        else:
+            flash.success(
+                request, f"Message to {message.to_number}: sent again ({message.status})."
+            )
+    url = reverse("messaging:conversation_detail", args=[organization.pk, sms_number.pk])
+    return redirect(f"{url}?{urlencode({'with': _external_number(message)})}")

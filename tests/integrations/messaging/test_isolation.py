@@ -31,7 +31,18 @@ def target(tenant_a: Any, sms_server: Any) -> dict[str, Any]:
         content="secret of Alpha",
         status="received",
     )
-    return {"org": tenant_a.org, "number": number, "message": message}
+    failed = Message.objects.create(
+        organization=tenant_a.org,
+        installation=installation,
+        sms_number=number,
+        direction="outbound",
+        from_number=number.number,
+        to_number="+14155550100",
+        content="failed of Alpha",
+        status="failed",
+        error="HTTP 400",
+    )
+    return {"org": tenant_a.org, "number": number, "message": message, "failed": failed}
 
 
 def _api_cases(t: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
@@ -44,6 +55,7 @@ def _api_cases(t: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
             {"sms_number": t["number"].pk, "to": "+14155550100", "content": "intruder"},
         ),
         ("GET", reverse("messaging-api:message-detail", args=[org, t["message"].pk]), {}),
+        ("POST", reverse("messaging-api:message-resend", args=[org, t["failed"].pk]), {}),
         ("GET", reverse("messaging-api:lookup", args=[org]), {"phone": "+14155550100"}),
     ]
 
@@ -55,14 +67,19 @@ def _ui_cases(t: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
         ("GET", reverse("messaging:conversations", args=[org]), {}),
         ("GET", detail, {"with": "+14155550100"}),
         ("POST", detail, {"to": "+14155550100", "content": "intruder"}),
+        (
+            "POST",
+            reverse("messaging:message_resend", args=[org, t["number"].pk, t["failed"].pk]),
+            {},
+        ),
     ]
 
 
 def test_the_cases_cover_every_route() -> None:
     api_names = {p.name for p in messaging_api_urls.urlpatterns}
     ui_names = {p.name for p in messaging_urls.urlpatterns}
-    assert api_names == {"message-list", "message-detail", "lookup"}
-    assert ui_names == {"conversations", "conversation_detail"}
+    assert api_names == {"message-list", "message-detail", "message-resend", "lookup"}
+    assert ui_names == {"conversations", "conversation_detail", "message_resend"}
 
 
 def test_reseller_of_another_account_gets_404_on_every_api_route(
@@ -73,7 +90,13 @@ def test_reseller_of_another_account_gets_404_on_every_api_route(
     for method, url, data in _api_cases(target):
         response = api.generic(method, url, **_api_kwargs(method, data))
         assert response.status_code == 404, (method, url, response.status_code)
-    assert Message.objects.count() == 1
+    assert _unchanged(target)
+
+
+def _unchanged(target: dict[str, Any]) -> bool:
+    """Nothing was sent or re-queued: two messages, the failed one still failed."""
+    target["failed"].refresh_from_db()
+    return Message.objects.count() == 2 and target["failed"].status == "failed"
 
 
 def _api_kwargs(method: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -92,7 +115,7 @@ def test_reseller_of_another_account_gets_404_on_every_page(
     for method, url, data in _ui_cases(target):
         response = client.get(url, data) if method == "GET" else client.post(url, data)
         assert response.status_code == 404, (method, url)
-    assert Message.objects.count() == 1
+    assert _unchanged(target)
 
 
 def test_org_admin_of_a_sibling_org_gets_404(
@@ -127,7 +150,10 @@ def test_foreign_number_and_message_under_own_org_are_404(
     listed = api.get(
         reverse("messaging-api:message-list", args=[own]), {"sms_number": target["number"].pk}
     )
+    resend = api.post(reverse("messaging-api:message-resend", args=[own, target["failed"].pk]))
     assert (send.status_code, detail.status_code, listed.status_code) == (404, 404, 404)
+    assert resend.status_code == 404
+    assert _unchanged(target)
 
 
 def test_anonymous_is_refused(client: Any, target: dict[str, Any]) -> None:

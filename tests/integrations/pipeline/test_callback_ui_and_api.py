@@ -36,6 +36,17 @@ def _callback(tenant: Tenant, recorder_url: str = "https://example.com") -> Call
     return subscription
 
 
+def _failed_delivery(subscription: CallbackSubscription) -> CallbackDelivery:
+    return CallbackDelivery.objects.create(
+        subscription=subscription,
+        webhook_id="msg_isolation-1",
+        payload={"id": "1"},
+        state=CallbackDelivery.State.FAILED,
+        attempts=3,
+        last_error="HTTP 500",
+    )
+
+
 # --- Web UI ----------------------------------------------------------------------------------
 
 
@@ -126,6 +137,7 @@ def test_the_isolation_table_covers_every_ui_route() -> None:
     assert {kwargs for _, kwargs in UI_ROUTES} <= {
         frozenset({"org_id"}),
         frozenset({"org_id", "callback_id"}),
+        frozenset({"org_id", "callback_id", "delivery_id"}),
     }
 
 
@@ -137,18 +149,20 @@ def test_every_ui_route_is_404_for_another_tenant(
     from tests.factories import OrgAdminMembershipFactory
 
     subscription = _callback(tenant_a)
+    delivery = _failed_delivery(subscription)
     before = list(CallbackSubscription.objects.values())
+    deliveries_before = list(CallbackDelivery.objects.values())
     if who == "other_reseller":
         client.force_login(tenant_b.reseller)
     else:
         client.force_login(OrgAdminMembershipFactory(organization=tenant_a.sibling_org).user)
-    values = {"org_id": tenant_a.org.pk, "callback_id": subscription.pk}
+    values = {"org_id": tenant_a.org.pk, "callback_id": subscription.pk, "delivery_id": delivery.pk}
     url = reverse(f"callbacks:{name}", kwargs={k: values[k] for k in kwargs})
 
-    assert client.get(url).status_code == 404
+    assert client.get(url).status_code in ({404, 405} if name == "delivery_retry" else {404})
     assert client.post(url, VALID_FORM).status_code == 404
     assert list(CallbackSubscription.objects.values()) == before
-    assert not CallbackDelivery.objects.exists()
+    assert list(CallbackDelivery.objects.values()) == deliveries_before
 
 
 def test_a_callback_is_not_reachable_through_another_org_of_the_same_reseller(
@@ -268,6 +282,7 @@ API_METHODS = {
     "detail": ("GET", "PUT", "PATCH", "DELETE"),
     "test": ("POST",),
     "deliveries": ("GET",),
+    "delivery-retry": ("POST",),
 }
 
 
@@ -282,11 +297,13 @@ def test_every_api_route_and_method_is_404_for_another_reseller(
     tenant_a: Tenant, tenant_b: Tenant, name: str, method: str
 ) -> None:
     subscription = _callback(tenant_a)
+    delivery = _failed_delivery(subscription)
     before = list(CallbackSubscription.objects.values())
+    deliveries_before = list(CallbackDelivery.objects.values())
     client = APIClient()
     client.force_login(tenant_b.reseller)
     pattern = next(p for p in callback_api_urls.urlpatterns if p.name == name)
-    values = {"org_id": tenant_a.org.pk, "callback_id": subscription.pk}
+    values = {"org_id": tenant_a.org.pk, "callback_id": subscription.pk, "delivery_id": delivery.pk}
     url = reverse(
         f"callbacks-api:{name}", kwargs={k: values[k] for k in pattern.pattern.converters}
     )
@@ -296,7 +313,7 @@ def test_every_api_route_and_method_is_404_for_another_reseller(
 
     assert response.status_code == 404, (name, method, response.content)
     assert list(CallbackSubscription.objects.values()) == before
-    assert not CallbackDelivery.objects.exists()
+    assert list(CallbackDelivery.objects.values()) == deliveries_before
 
 
 def test_the_api_needs_authentication(tenant_a: Tenant) -> None:
