@@ -702,11 +702,17 @@ def installation_needs_reconnect(*, installation: Installation, message: str) ->
         return
     action_url = reverse("integrations:installation_detail", args=[installation.pk])
     name = installation.label or installation.spec_version.spec.name
+    spec = installation_spec(installation)
+    if _is_oauth2(spec):
+        headline, until = f"{name} needs to be reconnected", "Until an admin connects it again"
+    else:  # no Connect button: the credentials are settings
+        message = _credentials_hint(spec, message)
+        headline = f"{name} stopped accepting its credentials"
+        until = "Until an admin fixes them in the integration's Settings"
     text = (
-        f"{name} needs to be reconnected: {message} Until an admin connects it again, "
-        "nothing is sent through it: calls and messages are not logged and messages are not "
-        "sent. Calls that arrive meanwhile are logged once it is connected again; messages "
-        "that failed must be sent again."
+        f"{headline}: {message} {until}, nothing is sent through it: calls and messages are "
+        "not logged and messages are not sent. Calls that arrive meanwhile are logged once it "
+        "works again; messages that failed must be sent again."
     )
     # An older notice of the same kind was about an earlier disconnection.
     Notice.objects.filter(
@@ -735,7 +741,7 @@ def installation_needs_reconnect(*, installation: Installation, message: str) ->
         return
     try:
         send_mail(
-            subject=f"[Patchbay] {name} for {organization.name} needs to be reconnected",
+            subject=f"[Patchbay] {headline} ({organization.name})",
             message=text + f"\n\n{settings.PUBLIC_BASE_URL}{action_url}",
             from_email=None,
             recipient_list=sorted(emails),

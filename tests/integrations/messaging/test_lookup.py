@@ -102,7 +102,8 @@ def test_a_refused_key_marks_the_installation_needs_reconnect(
     assert installation.status == Installation.Status.NEEDS_RECONNECT
     assert "401" in installation.status_detail
     [notice] = installation.notices.all()
-    assert "needs to be reconnected" in notice.message
+    assert "stopped accepting its credentials" in notice.message
+    assert "“API Key”" in notice.message
 
 
 def test_second_lookup_is_served_from_the_cache(tenant_a: Any, crm_server: Any) -> None:

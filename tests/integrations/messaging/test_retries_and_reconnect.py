@@ -152,7 +152,8 @@ def test_a_refused_ringrx_refresh_marks_the_sms_integration_needs_reconnect(
     assert "reconnect" in installation.status_detail
     notice = Notice.objects.get(organization=tenant_a.org)
     assert notice.installation == installation and notice.level == "error"
-    assert "RingRx needs to be reconnected" in notice.message
+    assert "RingRx stopped accepting its credentials" in notice.message
+    assert "in the integration's Settings" in notice.message
     assert [r.path for r in ringrx_server.requests][-3:] == ["/sms", "/auth/refresh", "/auth/token"]
     assert len(ringrx_server.sent_sms) == 1
 
@@ -175,7 +176,7 @@ def test_a_refused_crm_key_while_logging_a_message_marks_the_crm_needs_reconnect
     assert crm.status == Installation.Status.NEEDS_RECONNECT
     notice = Notice.objects.get(organization=tenant_a.org)
     assert notice.installation == crm
-    assert "Lookup CRM needs to be reconnected" in notice.message
+    assert "Lookup CRM stopped accepting its credentials" in notice.message
 
 
 # --- Item: CRM logs and status callbacks left behind ----------------------------------------
