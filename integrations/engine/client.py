@@ -15,11 +15,12 @@ store, the refresh lock and the HTTP session.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from integrations.engine.auth import (
     Authenticator,
@@ -158,7 +159,7 @@ class SpecClient:
         self.authenticator: Authenticator = authenticator_for(
             spec.authentication or None,
             render=self._render_auth_value,
-            session=self.session,
+            session=_token_response_masking(self.session, spec),
             store=token_store,
             lock=lock,
             run_method=self._run_token_method,
@@ -430,6 +431,31 @@ class SpecClient:
                     raise
                 break
         return requests
+
+
+class _MaskedTokenResponses:
+    """The HTTP door as the OAuth2 authenticator sees it: every request it sends (token
+    exchange, refresh) is logged with the token response's fields that `token_response_map`
+    keeps as `secret` parameters masked. Everything else is the wrapped session's."""
+
+    def __init__(self, session: HttpSession, keys: frozenset[str]) -> None:
+        self._session = session
+        self._keys = keys
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        keys = frozenset(getattr(request, "redact_response_keys", None) or ()) | self._keys
+        return self._session.send(dataclasses.replace(request, redact_response_keys=keys), **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+
+def _token_response_masking(session: HttpSession, spec: Spec) -> HttpSession:
+    """`session`, wrapped when the token response carries a secret parameter."""
+    keys = spec.secret_response_keys(spec.authentication.get("token_response_map"))
+    if not keys:
+        return session
+    return cast(HttpSession, _MaskedTokenResponses(session, keys))
 
 
 def _recording_too_large(url: str | None = None) -> IntegrationError:

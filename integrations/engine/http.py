@@ -132,6 +132,8 @@ class RequestLike(Protocol):
     guessed from the name; a voicemail or fax forwarded as RingRx sends it). An optional
     `accept_errors` attribute lists error answers that count as success (see
     :class:`OutboundRequest`); it is read with getattr, so a request without it still works.
+    So is an optional `redact_response_keys`: keys whose values are masked in the logged
+    response (a secret the response carries, captured by the spec).
     """
 
     http_method: str
@@ -155,7 +157,8 @@ class OutboundRequest:
     It has the same attributes as the engine's `RenderedRequest`, so either can be sent.
     `accept_errors` holds items ``{"status": 403, "body_contains": "PBX_ALREADY_ENABLED"}``
     (`body_contains` optional): a response with that status (whose body contains that text)
-    is a success that maps nothing, neither an error nor retried.
+    is a success that maps nothing, neither an error nor retried. `redact_response_keys` names
+    keys whose values are masked in the logged response (secrets the response carries).
     """
 
     http_method: str
@@ -173,6 +176,7 @@ class OutboundRequest:
     retry_safe: bool = False
     redact: set[str] = field(default_factory=set)
     accept_errors: list[Mapping[str, Any]] = field(default_factory=list)
+    redact_response_keys: frozenset[str] = frozenset()
 
 
 # ---------------------------------------------------------------------------
@@ -313,13 +317,22 @@ def _excerpt(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def _body_excerpt(content: bytes, secrets: Iterable[str], limit: int = _BODY_EXCERPT_CHARS) -> str:
+def _response_keys(request: RequestLike) -> frozenset[str]:
+    """Keys masked in a logged response: the well-known ones and those the request names."""
+    extra = getattr(request, "redact_response_keys", None) or ()
+    return _RESPONSE_SENSITIVE_KEYS | {str(k).lower() for k in extra}
+
+
+def _body_excerpt(
+    content: bytes,
+    secrets: Iterable[str],
+    limit: int = _BODY_EXCERPT_CHARS,
+    keys: frozenset[str] = _RESPONSE_SENSITIVE_KEYS,
+) -> str:
     """A redacted, shortened rendering of a response body for logs and error messages."""
     text = content[: limit * 4].decode("utf-8", errors="replace")
     with contextlib.suppress(ValueError):
-        text = json.dumps(
-            _redact_structure(json.loads(text), _RESPONSE_SENSITIVE_KEYS), ensure_ascii=False
-        )
+        text = json.dumps(_redact_structure(json.loads(text), keys), ensure_ascii=False)
     return _excerpt(redact(text, secrets), limit)
 
 
@@ -632,7 +645,9 @@ class HttpSession:
             )
             status = response.status_code
             content = self._read_capped(response, host, method_name, deadline, timeout)
-            excerpt = _body_excerpt(content, secrets) if content else None
+            excerpt = (
+                _body_excerpt(content, secrets, keys=_response_keys(request)) if content else None
+            )
             result = HttpResponse(
                 status=status,
                 headers=response.headers,
@@ -753,7 +768,9 @@ class HttpSession:
             response.accepted_error = True
             return
         secrets = request.redact or set()
-        body = _body_excerpt(response.content, secrets, _ERROR_EXCERPT_CHARS)
+        body = _body_excerpt(
+            response.content, secrets, _ERROR_EXCERPT_CHARS, keys=_response_keys(request)
+        )
         prefix = f"{status} from {host} ({method_name})"
 
         def fail(

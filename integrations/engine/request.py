@@ -81,9 +81,11 @@ class RenderedRequest:
     `content_type` is None when there is no body; for multipart the HTTP layer adds the
     boundary. `success_codes` None means any 2xx. `retry_safe` says a POST/PATCH may be
     retried (set by the spec); GET, PUT and DELETE are always retry-safe. `redact` holds the
-    secret values (and their URL-encoded forms) to mask in logs and messages. `accept_errors`
-    (the method's items `{"status": 403, "body_contains": "..."}`) lists error answers that
-    count as a success mapping nothing.
+    secret values (and their URL-encoded forms) to mask in logs and messages;
+    `redact_response_keys` the keys of the response whose values a secret parameter captures
+    (masked in the logged response, whose values nobody knows before it arrives).
+    `accept_errors` (the method's items `{"status": 403, "body_contains": "..."}`) lists error
+    answers that count as a success mapping nothing.
     """
 
     http_method: str
@@ -100,6 +102,7 @@ class RenderedRequest:
     retry_safe: bool = False
     redact: set[str] = field(default_factory=set)
     accept_errors: list[dict[str, Any]] = field(default_factory=list)
+    redact_response_keys: frozenset[str] = frozenset()
 
     def redacted(self, text: str) -> str:
         """`text` with every secret value replaced by `[redacted]` (longest first)."""
@@ -297,6 +300,7 @@ def build_request(
         retry_safe=bool(method.get("retry_safe", http_method in ("GET", "PUT", "DELETE"))),
         redact=redact,
         accept_errors=[dict(item) for item in method.get("accept_errors") or []],
+        redact_response_keys=spec.secret_response_keys(method.get("response_map")),
     )
 
     parameters_pointer = pointer + "/request_parameters"

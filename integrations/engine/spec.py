@@ -41,6 +41,7 @@ from integrations.engine.templating import (
 __all__ = [
     "CRM_METHODS",
     "EVENT_TYPES",
+    "PARAMETER_TYPES",
     "PHONE_FORMAT_PATTERN",
     "SCHEMA_PATH",
     "SMS_METHODS",
@@ -58,6 +59,10 @@ SCHEMA_PATH: Final = pathlib.Path(__file__).resolve().parent.parent / "specs/sch
 VALUE_TYPES: Final = frozenset(
     {"string", "number", "integer", "boolean", "ISO8601Date", "phone", "object", "array"}
 )
+# A parameter may also be typed `secret`: a string whose value is redacted wherever it
+# appears (delivery log, error messages, dry runs), like a secret property's.
+SECRET_PARAMETER_TYPE: Final = "secret"
+PARAMETER_TYPES: Final = VALUE_TYPES | {SECRET_PARAMETER_TYPE}
 
 # The values the portal supplies (DESIGN 4.2), with their types. A spec may use them anywhere
 # and capture them from responses; declaring one in `parameters` overrides its type (the seed
@@ -233,6 +238,7 @@ class Spec:
     variable_order: tuple[str, ...] = ()
     installation_value_names: frozenset[str] = frozenset()
     secret_property_names: frozenset[str] = frozenset()
+    secret_parameter_names: frozenset[str] = frozenset()
 
     @property
     def auth_type(self) -> str:
@@ -271,18 +277,42 @@ class Spec:
         return self.types.get(name)
 
     def secret_values(self, properties: Mapping[str, Any]) -> set[str]:
-        """Values of secret properties in `properties` (name → value), for redaction.
+        """Values of secret properties and secret parameters in `properties` (name → value),
+        for redaction.
 
         Secret properties are those typed `secret` (or flagged), those whose label says they
         hold a credential, and those used as a password, client secret or token by the
-        authentication block. Empty values are left out.
+        authentication block. Secret parameters are those typed `secret` (a token an
+        `Install` request or the token response captures, kept as an installation value).
+        Empty values are left out.
         """
         secrets = set()
-        for name in self.secret_property_names:
+        for name in self.secret_property_names | self.secret_parameter_names:
             value = properties.get(name)
             if value not in (None, "") and not isinstance(value, bool):
                 secrets.add(str(value))
         return secrets
+
+    def secret_response_keys(self, response_map: Any) -> frozenset[str]:
+        """Keys of `response_map` whose value captures a secret parameter (for redacting
+        the logged response: the value is not known until the response is mapped)."""
+        keys: set[str] = set()
+        if not self.secret_parameter_names:
+            return frozenset()
+        pending = [response_map]
+        while pending:
+            node = pending.pop()
+            if isinstance(node, dict):
+                for key, child in node.items():
+                    if isinstance(child, str):
+                        name = single_placeholder(child, self.var_char)
+                        if name in self.secret_parameter_names:
+                            keys.add(str(key))
+                    else:
+                        pending.append(child)
+            elif isinstance(node, list):
+                pending.extend(node)
+        return frozenset(keys)
 
 
 # --------------------------------------------------------------------------------------------
@@ -390,7 +420,12 @@ def _build(data: dict[str, Any]) -> Spec:
     types = {**SYSTEM_VALUES}
     for prop in properties:
         types[prop.name] = prop.value_type
-    types.update(parameters)
+    types.update(
+        {
+            name: ("string" if kind == SECRET_PARAMETER_TYPE else kind)
+            for name, kind in parameters.items()
+        }
+    )
 
     installation_names: set[str] = set()
     for method in data.get("Install", []):
@@ -428,6 +463,9 @@ def _build(data: dict[str, Any]) -> Spec:
         variable_order=tuple(order),
         installation_value_names=frozenset(installation_names),
         secret_property_names=frozenset(secret_names),
+        secret_parameter_names=frozenset(
+            name for name, kind in parameters.items() if kind == SECRET_PARAMETER_TYPE
+        ),
     )
 
 
@@ -823,6 +861,7 @@ class _Checker:
     def check(self) -> list[Problem]:
         data = self.data
         self.check_names()
+        self.check_secret_parameters()
         self.check_variables()
         for key in ("resource_url", "contact_url", "activity_url"):
             self.template(json_pointer(key), data.get(key))
@@ -877,6 +916,58 @@ class _Checker:
                     json_pointer("variables", name),
                     f"{name!r} is declared both as a {kind} and a variable",
                 )
+
+    def all_captures(self) -> set[str]:
+        """Every name some request of the spec captures (API steps, Install, Uninstall, the
+        token request and refresh, the OAuth token response)."""
+        methods: list[Any] = []
+        api = self.data.get("API")
+        for method in api.values() if isinstance(api, dict) else []:
+            methods.extend(method if isinstance(method, list) else [method])
+        for key in ("Install", "Uninstall"):
+            listed = self.data.get(key)
+            methods.extend(listed if isinstance(listed, list) else [])
+        auth = self.data.get("authentication")
+        if isinstance(auth, dict):
+            methods.extend(auth.get(key) for key in ("request", "refresh"))
+        names: set[str] = set(self.token_names)
+        for method in methods:
+            names |= self.step_captures(method)
+        return names
+
+    def check_secret_parameters(self) -> None:
+        """A `secret` parameter is the spec's own, captured somewhere, and never put in a
+        page link (`contact_url`, `activity_url` are shown to people)."""
+        secret = [name for name, kind in self.parameters.items() if kind == SECRET_PARAMETER_TYPE]
+        if not secret:
+            return
+        captured = self.all_captures()
+        for name in secret:
+            pointer = json_pointer("parameters", name)
+            if name in SYSTEM_VALUES:
+                self.add(
+                    pointer,
+                    f"{self.placeholder(name)} is a system value and cannot be typed secret; "
+                    "capture the secret into a parameter of your own",
+                )
+            elif name not in captured:
+                self.add(
+                    pointer,
+                    f"secret parameter {self.placeholder(name)} is never captured: capture it "
+                    "in an Install response_map or authentication.token_response_map, or make "
+                    'it a property with "type": "secret" if an admin types it in',
+                )
+        for key in ("contact_url", "activity_url"):
+            text = self.data.get(key)
+            if not isinstance(text, str):
+                continue
+            for name in placeholder_names(text, self.var_char):
+                if name in secret:
+                    self.add(
+                        json_pointer(key),
+                        f"{key} is a link shown to people and cannot contain the secret "
+                        f"parameter {self.placeholder(name)}",
+                    )
 
     def check_variables(self) -> None:
         for name, expression in self.variables.items():
