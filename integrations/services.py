@@ -836,7 +836,11 @@ def installation_test(
     connection = installation_connection(installation)
     client = connection.client
     secrets_ = spec.secret_values(
-        {**(installation.properties or {}), **(installation.secret_properties or {})}
+        {
+            **(installation.properties or {}),
+            **(installation.secret_properties or {}),
+            **(installation.captured or {}),  # secret parameters an Install captured
+        }
     ) | {str(v) for v in (installation.secret_properties or {}).values() if v}
     outcome = ConnectionTest(ok=False, method_name=method_name, phone=normalized)
     try:
@@ -856,6 +860,7 @@ def installation_test(
             installation_needs_reconnect(installation=installation, message=str(exc))
     else:
         outcome.ok = True
+        secrets_ |= spec.secret_values(result.values)  # secret parameters it captured
         outcome.records = result.records
         outcome.result = result.to_json()
         outcome.phone_used = result.phone_used

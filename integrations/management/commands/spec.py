@@ -30,7 +30,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from integrations.engine.auth import InMemoryTokenStore, TokenSet
 from integrations.engine.client import CallResult, SpecClient, request_summary
 from integrations.engine.errors import IntegrationError, Problem, SpecError
-from integrations.engine.http import HttpSession
+from integrations.engine.http import HttpSession, redact
 from integrations.engine.mapping import coerce_value
 from integrations.engine.readiness import MISSING, PARTIAL, PRESENT, readiness_report
 from integrations.engine.spec import Spec, load_spec
@@ -460,7 +460,9 @@ class Command(BaseCommand):
             raise CommandExit(EXIT_INTEGRATION_ERROR, lines) from None
         finally:
             session.close()
-        self._print_result(result, as_json=options["json"])
+        self._print_result(
+            result, as_json=options["json"], secrets=spec.secret_values(result.values)
+        )
 
     def _print_dry_run(self, spec: Spec, summaries: list[dict[str, Any]], *, as_json: bool) -> None:
         if as_json:
@@ -473,8 +475,11 @@ class Command(BaseCommand):
         if spec.auth_type != "none":
             self.stdout.write(f"\n(+ {spec.auth_type} authentication, added when sent)")
 
-    def _print_result(self, result: CallResult, *, as_json: bool) -> None:
+    def _print_result(self, result: CallResult, *, as_json: bool, secrets: set[str]) -> None:
+        """The mapped result; values of secret parameters the call captured are redacted."""
         output = result.to_json()
+        if secrets:
+            output = json.loads(redact(json.dumps(output), secrets))
         if as_json:
             self.stdout.write(_json_text(output))
             return

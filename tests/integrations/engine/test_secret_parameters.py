@@ -205,6 +205,41 @@ def test_spec_call_dry_run_prints_the_secret_redacted(tmp_path: pathlib.Path) ->
     assert "7Qx" not in printed
 
 
+def test_spec_call_prints_a_secret_the_call_captured_redacted(
+    local_server: LocalServer, tmp_path: pathlib.Path
+) -> None:
+    spec = copy.deepcopy(SPEC)
+    spec["API"]["CreateContact"] = {
+        "request_method": "POST",
+        "request_path": "/contacts",
+        "request_parameters": {"phone": "$phone$"},
+        "response_map": {"id": "$contact_id$", CAPTURE_KEY: "$session_key$"},
+    }
+    path = tmp_path / "secret-create.json"
+    path.write_text(json.dumps(spec))
+    local_server.route("POST", "/contacts", Reply(201, {"id": "c-2", CAPTURE_KEY: SESSION_KEY}))
+    out = io.StringIO()
+
+    call_command(
+        "spec",
+        "call",
+        str(path),
+        "CreateContact",
+        "--prop",
+        f"Base URL={local_server.url('')}",
+        "--param",
+        "phone=+15551234567",
+        "--allow-private",
+        "--json",
+        stdout=out,
+    )
+
+    printed = json.loads(out.getvalue())
+    assert printed["contact_id"] == "c-2"
+    assert printed["session_key"] == "[redacted]"
+    assert "7Qx" not in out.getvalue()
+
+
 OAUTH_SPEC: dict[str, Any] = {
     "id": "secret-oauth",
     "name": "Secret OAuth",

@@ -4,6 +4,7 @@ errors) nor on the installation page."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +15,7 @@ from django.urls import reverse
 from integrations.connections import installation_connection
 from integrations.engine.errors import IntegrationError
 from integrations.models import DeliveryLogEntry, Installation
-from integrations.services import installation_create
+from integrations.services import installation_create, installation_test
 from tests.integrations.engine.conftest import LocalServer, Received, Reply
 from tests.integrations.portal.portal_support import (
     API_KEY_SECRET,
@@ -154,3 +155,23 @@ def test_the_delivery_log_never_holds_the_token(
         text = page.content.decode()
         assert "Vq81" not in text and "Vq81%2F" not in text
     assert "session_key" in pages[0].content.decode()  # the name is listed, not the value
+
+
+def test_the_connection_test_never_shows_the_token(
+    installation: Installation, crm: LocalServer
+) -> None:
+    # A CRM that echoes what it was sent into a field the test shows (the user's name).
+    crm.route(
+        "GET",
+        "/users",
+        lambda request: Reply(
+            200, {"records": [{"id": "u1", "name": f"Ann ({request.query['session'][0]})"}]}
+        ),
+    )
+
+    outcome = installation_test(installation=Installation.objects.get(pk=installation.pk))
+
+    assert outcome.ok, outcome.error
+    shown = json.dumps([outcome.records, outcome.result, outcome.requests, outcome.attempts])
+    assert "Ann ([redacted])" in shown
+    assert "Vq81" not in shown
