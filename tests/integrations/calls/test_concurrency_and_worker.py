@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,7 +21,7 @@ from tests.integrations.calls.support import (
     organization,
     post_event,
 )
-from tests.support.processes import celery_worker, redis_url_for_tests
+from tests.support.processes import celery_worker, redis_url_for_tests, wait_until
 
 
 @pytest.fixture(autouse=True)
@@ -107,38 +106,21 @@ def test_a_ringrx_cdr_logs_the_call(
     )
 
 
-def _wait_for(condition: Callable[[], bool], what: str, worker: Any, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}\n{worker.log()}")
-
-
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_a_call_is_logged_by_a_real_worker_with_a_real_retry(
     client: Any, crm_server: Any, settings: Any
 ) -> None:
-    from tests.integrations.pipeline.conftest import celery_broker
+    from tests.integrations.pipeline.conftest import celery_broker, worker_env
 
     org = organization()
     installation = crm_installation(org, crm_server)
     mapped_user(installation)
-    db = connection.settings_dict
     queue = f"test-calls-{org.pk}-{int(time.time())}"
     broker = redis_url_for_tests()
-    env = {
-        "DATABASE_URL": (
-            f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST'] or '127.0.0.1'}:"
-            f"{db['PORT'] or 5432}/{db['NAME']}"
-        ),
-        "OUTBOUND_ALLOW_PRIVATE_NETWORKS": "true",
-        "CELERY_TASK_DEFAULT_QUEUE": queue,
-        "CALL_LOG_RETRY_BASE_SECONDS": "0.2",
-        "CALL_LOG_RETRY_MAX_SECONDS": "1",
-    }
+    env = worker_env(
+        settings, queue, CALL_LOG_RETRY_BASE_SECONDS="0.2", CALL_LOG_RETRY_MAX_SECONDS="1"
+    )
     crm_server.fail_next("/activities", 500, times=1, method="POST")
     with (
         celery_worker(broker_url=broker, queue=queue, extra_env=env) as worker,
@@ -147,10 +129,10 @@ def test_a_call_is_logged_by_a_real_worker_with_a_real_retry(
         for status in ("ringing", "answered", "completed"):
             response = post_event(client, org, call_event("c-500", status))
             assert response.status_code == 202, response.content
-        _wait_for(
+        wait_until(
             lambda: InboxEvent.objects.filter(state="done").count() == 3, "the events", worker
         )
-        _wait_for(
+        wait_until(
             lambda: (
                 bool(crm_server.activities_for_call("c-500"))
                 and crm_server.activities_for_call("c-500")[0].get("duration") == 285
@@ -158,7 +140,7 @@ def test_a_call_is_logged_by_a_real_worker_with_a_real_retry(
             "the activity with the final data",
             worker,
         )
-        _wait_for(lambda: CallActivity.objects.filter(state="created").exists(), "the row", worker)
+        wait_until(lambda: CallActivity.objects.filter(state="created").exists(), "the row", worker)
 
     assert len(crm_server.activities_for_call("c-500")) == 1
     posts = crm_server.requests_to("/activities", "POST")

@@ -205,3 +205,25 @@ def own_redis(free_port: int) -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
+
+
+def worker_env(settings: Any, queue: str, **extra: str) -> dict[str, str]:
+    """What a worker process needs to share this test's world: the test database,
+    MEDIA_ROOT, loopback access to the sandboxes, short callback retries, and the tasks it
+    creates sent to `queue` (its own); `extra` adds or overrides variables."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    url = (
+        f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST'] or '127.0.0.1'}:"
+        f"{db['PORT'] or 5432}/{db['NAME']}"
+    )
+    return {
+        "DATABASE_URL": url,
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "OUTBOUND_ALLOW_PRIVATE_NETWORKS": "true",
+        "CALLBACK_RETRY_BASE_SECONDS": "0.2",
+        "CALLBACK_RETRY_MAX_SECONDS": "1",
+        "CELERY_TASK_DEFAULT_QUEUE": queue,
+        **extra,
+    }

@@ -46,13 +46,7 @@ import base64
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -60,132 +54,20 @@ import redis
 from django.db import connection, transaction
 
 from integrations.models import CallbackDelivery, InboxEvent
-from tests.integrations.pipeline.conftest import celery_broker, post_hook, subscribe
+from tests.integrations.pipeline.conftest import celery_broker, post_hook, subscribe, worker_env
 from tests.integrations.pipeline.ringrx_payloads import json_body
-from tests.support.processes import ROOT, WorkerProcess, celery_worker
+from tests.support.processes import celery_worker, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 VISIBILITY_TIMEOUT = 3  # seconds, for the whole-worker crash
+TIMEOUT = 60  # seconds, for each wait of these tests
 
 
 @pytest.fixture(autouse=True)
 def postgres_only() -> None:
     if connection.vendor != "postgresql":
         pytest.skip("a worker process needs a database it can share (PostgreSQL)")
-
-
-def _worker_env(settings: Any, queue: str, visibility_timeout: int) -> dict[str, str]:
-    """The test database, MEDIA_ROOT, loopback callbacks, tasks sent to our own queue, and
-    the visibility timeout."""
-    db = connection.settings_dict
-    url = (
-        f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST'] or '127.0.0.1'}:"
-        f"{db['PORT'] or 5432}/{db['NAME']}"
-    )
-    return {
-        "DATABASE_URL": url,
-        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
-        "OUTBOUND_ALLOW_PRIVATE_NETWORKS": "true",
-        "CALLBACK_RETRY_BASE_SECONDS": "0.2",
-        "CALLBACK_RETRY_MAX_SECONDS": "1",
-        "CELERY_TASK_DEFAULT_QUEUE": queue,
-        "CELERY_VISIBILITY_TIMEOUT": str(visibility_timeout),
-    }
-
-
-class PreforkWorker(WorkerProcess):
-    """A prefork worker leading a process group of its own (main process and pool child)."""
-
-    def kill(self) -> None:
-        """SIGKILL the worker and its pool child at once, as a crashed host would."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    def pool_child(self) -> int:
-        """The pid of the (single) pool process running the tasks."""
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        pids = children.read_text().split()
-        assert len(pids) == 1, f"expected one pool process, found {pids}"
-        return int(pids[0])
-
-
-@contextmanager
-def _prefork_worker(*, broker_url: str, queue: str, env: dict[str, str]) -> Iterator[PreforkWorker]:
-    """`celery -A portal worker --pool=prefork --concurrency=1`, as production runs it, in a
-    session of its own so that its whole group can be killed; ready when yielded."""
-    log_dir = ROOT / "var" / "test-logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"worker-{queue}-{uuid.uuid4().hex[:6]}.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "portal",
-                "worker",
-                "--pool=prefork",
-                "--concurrency=1",
-                "-Q",
-                queue,
-                "-n",
-                f"{queue}-{uuid.uuid4().hex[:6]}@127.0.0.1",
-                "--without-gossip",
-                "--without-mingle",
-                "--loglevel=INFO",
-            ],
-            cwd=ROOT,
-            env={
-                **os.environ,
-                "CELERY_BROKER_URL": broker_url,
-                "CELERY_RESULT_BACKEND": broker_url,
-                "DJANGO_SETTINGS_MODULE": "portal.settings",
-                **env,
-            },
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    worker = PreforkWorker(process, queue, broker_url, log_path)
-    try:
-        _wait_for(lambda: "ready." in worker.log() or process.poll() is not None, "ready", worker)
-        if process.poll() is not None:
-            raise RuntimeError(f"celery worker exited early:\n{worker.log()}")
-        yield worker
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-        with suppress(ProcessLookupError):  # a pool child left behind by the main process
-            os.killpg(process.pid, signal.SIGKILL)
-
-
-@contextmanager
-def _worker(pool: str, *, broker_url: str, queue: str, env: dict[str, str]) -> Iterator[Any]:
-    if pool == "solo":
-        with celery_worker(broker_url=broker_url, queue=queue, extra_env=env) as worker:
-            yield worker
-    else:
-        with _prefork_worker(broker_url=broker_url, queue=queue, env=env) as worker:
-            yield worker
-
-
-def _wait_for(
-    condition: Callable[[], object], what: str, worker: Any = None, timeout: float = 60
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    log = worker.log() if worker is not None else ""
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{log}")
 
 
 def _unacked(broker: redis.Redis) -> list[tuple[str, list[Any], float]]:
@@ -220,7 +102,16 @@ def _send_cdr(client: Any, org: Any, recorder: Any, worker: Any) -> None:
     payload["id"] = 3001
     response = post_hook(client, org, "cdr", payload)
     assert response.status_code == 202
-    _wait_for(lambda: recorder.requests_to("/slow"), "the first attempt", worker)
+    wait_until(lambda: recorder.requests_to("/slow"), "the first attempt", worker, timeout=TIMEOUT)
+
+
+def _wait_delivered_and_acknowledged(broker: redis.Redis, worker: Any, what: str) -> None:
+    """Wait for the delivery to be delivered (`what` brings it about), then for the broker to
+    hold no unacknowledged message."""
+    wait_until(
+        lambda: CallbackDelivery.objects.get().state == "delivered", what, worker, timeout=TIMEOUT
+    )
+    wait_until(lambda: not _unacked(broker), "the task to be acknowledged", worker, timeout=TIMEOUT)
 
 
 def _assert_delivered_once_more(recorder: Any) -> None:
@@ -244,11 +135,13 @@ def test_the_task_of_a_killed_worker_is_handed_back_by_the_broker_to_the_next_wo
     # The first attempt is not answered while the first worker lives.
     recorder.delay_next("/slow", seconds=30)
     queue = f"test-redeliver-{org.pk}"
-    env = _worker_env(settings, queue, VISIBILITY_TIMEOUT)
+    env = worker_env(settings, queue, CELERY_VISIBILITY_TIMEOUT=str(VISIBILITY_TIMEOUT))
     broker = redis.Redis.from_url(own_redis.url)
 
     with celery_broker(own_redis.url, queue=queue):
-        with _worker(pool, broker_url=own_redis.url, queue=queue, env=env) as first:
+        with celery_worker(
+            broker_url=own_redis.url, queue=queue, extra_env=env, pool=pool
+        ) as first:
             _send_cdr(client, org, recorder, first)
             first.kill()
         assert first.process.returncode == -9
@@ -261,17 +154,20 @@ def test_the_task_of_a_killed_worker_is_handed_back_by_the_broker_to_the_next_wo
         assert (task, args) == ("integrations.callback_deliver", [delivery.pk])
         assert broker.llen(queue) == 0
 
-        _wait_for(lambda: _row_unlocked(delivery.pk), "the killed worker's row lock to go")
+        wait_until(
+            lambda: _row_unlocked(delivery.pk),
+            "the killed worker's row lock to go",
+            timeout=TIMEOUT,
+        )
         # Let the visibility timeout pass, so that the next worker's start-up sweep restores it.
         time.sleep(max(0.0, taken_at + VISIBILITY_TIMEOUT + 0.5 - time.time()))
 
-        with _worker(pool, broker_url=own_redis.url, queue=queue, env=env) as second:
-            _wait_for(
-                lambda: CallbackDelivery.objects.get().state == "delivered",
-                "the broker to hand the task to the second worker",
-                second,
+        with celery_worker(
+            broker_url=own_redis.url, queue=queue, extra_env=env, pool=pool
+        ) as second:
+            _wait_delivered_and_acknowledged(
+                broker, second, "the broker to hand the task to the second worker"
             )
-            _wait_for(lambda: not _unacked(broker), "the task to be acknowledged", second)
             log = second.log()
         assert "integrations.callback_deliver[" in log
         assert "'state': 'delivered'" in log
@@ -288,22 +184,19 @@ def test_the_task_of_a_killed_pool_process_is_put_back_and_run_again_by_its_work
     recorder.delay_next("/slow", seconds=30)
     queue = f"test-requeue-{org.pk}"
     # A visibility timeout far beyond the test: only the worker's reject can bring it back.
-    env = _worker_env(settings, queue, visibility_timeout=3600)
+    env = worker_env(settings, queue, CELERY_VISIBILITY_TIMEOUT="3600")
     broker = redis.Redis.from_url(own_redis.url)
 
     with (
         celery_broker(own_redis.url, queue=queue),
-        _prefork_worker(broker_url=own_redis.url, queue=queue, env=env) as worker,
+        celery_worker(
+            broker_url=own_redis.url, queue=queue, extra_env=env, pool="prefork"
+        ) as worker,
     ):
         _send_cdr(client, org, recorder, worker)
         os.kill(worker.pool_child(), signal.SIGKILL)
 
-        _wait_for(
-            lambda: CallbackDelivery.objects.get().state == "delivered",
-            "the worker to run the task again",
-            worker,
-        )
-        _wait_for(lambda: not _unacked(broker), "the task to be acknowledged", worker)
+        _wait_delivered_and_acknowledged(broker, worker, "the worker to run the task again")
         assert worker.process.poll() is None  # the worker itself lived on
         log = worker.log()
 

@@ -13,9 +13,8 @@ from integrations.call_logging import call_activity_sweep
 from integrations.models import CallActivity, InboxEvent
 from integrations.sandbox.pytest_fixtures import crm_server
 from tests.integrations.calls.support import call_event, crm_installation, mapped_user
-from tests.integrations.pipeline.conftest import celery_broker, post_hook
-from tests.integrations.pipeline.test_pipeline_e2e import _wait_for, _worker_env
-from tests.support.processes import celery_worker
+from tests.integrations.pipeline.conftest import celery_broker, post_hook, worker_env
+from tests.support.processes import celery_worker, wait_until
 
 __all__ = ["crm_server"]
 
@@ -35,14 +34,14 @@ def test_a_worker_killed_while_logging_a_call_is_recovered_by_the_sweeper_once(
     mapped_user(installation)
     crm_server.delay_next("/contacts/search", seconds=20)
     queue = f"test-call-kill-{org.pk}"
-    env = _worker_env(settings, CELERY_TASK_DEFAULT_QUEUE=queue)
+    env = worker_env(settings, queue)
 
     with celery_broker(own_redis.url, queue=queue):
         with celery_worker(broker_url=own_redis.url, queue=queue, extra_env=env) as first:
             response = post_hook(client, org, "call", call_event("c-800", "completed"))
             assert response.status_code == 202, response.content
             # The worker is inside the lookup (the CRM holds the request).
-            _wait_for(lambda: crm_server.requests_to("/contacts/search"), "the lookup", first)
+            wait_until(lambda: crm_server.requests_to("/contacts/search"), "the lookup", first)
             first.kill()
         assert first.process.returncode == -9
 
@@ -53,7 +52,9 @@ def test_a_worker_killed_while_logging_a_call_is_recovered_by_the_sweeper_once(
 
         with celery_worker(broker_url=own_redis.url, queue=queue, extra_env=env) as second:
             assert call_activity_sweep(stuck_after_seconds=0) == [activity.pk]
-            _wait_for(lambda: CallActivity.objects.get().state == "created", "the activity", second)
+            wait_until(
+                lambda: CallActivity.objects.get().state == "created", "the activity", second
+            )
 
     [logged] = crm_server.activities_for_call("c-800")
     assert logged["duration"] == 285

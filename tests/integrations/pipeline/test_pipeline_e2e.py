@@ -11,8 +11,6 @@ touches nobody else), and real Celery workers that a test may SIGKILL.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,9 +19,9 @@ from django.db import connection
 from integrations.callbacks import callback_sweep
 from integrations.inbox import inbox_sweep
 from integrations.models import CallbackDelivery, InboxEvent
-from tests.integrations.pipeline.conftest import celery_broker, post_hook, subscribe
+from tests.integrations.pipeline.conftest import celery_broker, post_hook, subscribe, worker_env
 from tests.integrations.pipeline.ringrx_payloads import json_body
-from tests.support.processes import celery_worker
+from tests.support.processes import celery_worker, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -32,34 +30,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 def postgres_only() -> None:
     if connection.vendor != "postgresql":
         pytest.skip("a worker process needs a database it can share (PostgreSQL)")
-
-
-def _worker_env(settings: Any, **extra: str) -> dict[str, str]:
-    """What a worker needs to share this test's world: the test database, MEDIA_ROOT, and
-    loopback access to the recorder."""
-    db = connection.settings_dict
-    url = (
-        f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST'] or '127.0.0.1'}:"
-        f"{db['PORT'] or 5432}/{db['NAME']}"
-    )
-    return {
-        "DATABASE_URL": url,
-        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
-        "OUTBOUND_ALLOW_PRIVATE_NETWORKS": "true",
-        "CALLBACK_RETRY_BASE_SECONDS": "0.2",
-        "CALLBACK_RETRY_MAX_SECONDS": "1",
-        **extra,
-    }
-
-
-def _wait_for(condition: Callable[[], bool], what: str, worker: Any = None, timeout: float = 30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    log = worker.log() if worker is not None else ""
-    raise AssertionError(f"timed out waiting for {what}\n{log}")
 
 
 def _cdr(n: int) -> bytes:
@@ -76,7 +46,7 @@ def test_an_accepted_webhook_is_processed_by_a_real_worker(
     subscribe(org, "cdr", f"{recorder.url}/cdr/{{id}}")
     queue = "test-e2e-" + str(org.pk)
     # The worker sends the tasks it creates (callback deliveries) to its default queue.
-    env = _worker_env(settings, CELERY_TASK_DEFAULT_QUEUE=queue)
+    env = worker_env(settings, queue)
     with (
         celery_worker(broker_url=own_redis.url, queue=queue, extra_env=env) as worker,
         celery_broker(own_redis.url, queue=queue),
@@ -85,8 +55,10 @@ def test_an_accepted_webhook_is_processed_by_a_real_worker(
         assert response.status_code == 202
         event_id = response.json()["id"]
 
-        _wait_for(lambda: InboxEvent.objects.get(pk=event_id).state == "done", "processing", worker)
-        _wait_for(lambda: recorder.requests_to("/cdr/1001"), "the callback", worker)
+        wait_until(
+            lambda: InboxEvent.objects.get(pk=event_id).state == "done", "processing", worker
+        )
+        wait_until(lambda: recorder.requests_to("/cdr/1001"), "the callback", worker)
 
     assert "integrations.inbox_process" in worker.log()
     event = InboxEvent.objects.get(pk=event_id)
@@ -100,14 +72,14 @@ def test_a_worker_killed_mid_task_is_recovered_and_the_event_delivered_once(
     subscribe(org, "cdr", f"{recorder.url}/slow")
     recorder.delay_next("/slow", seconds=20)
     queue = "test-kill-" + str(org.pk)
-    env = _worker_env(settings, CELERY_TASK_DEFAULT_QUEUE=queue)
+    env = worker_env(settings, queue)
 
     with celery_broker(own_redis.url, queue=queue):
         with celery_worker(broker_url=own_redis.url, queue=queue, extra_env=env) as first:
             response = post_hook(client, org, "cdr", _cdr(2))
             assert response.status_code == 202
             # The worker is inside the callback's HTTP request (the receiver holds it).
-            _wait_for(lambda: recorder.requests_to("/slow"), "the first attempt", first)
+            wait_until(lambda: recorder.requests_to("/slow"), "the first attempt", first)
             first.kill()
         assert first.process.returncode == -9
 
@@ -119,7 +91,7 @@ def test_a_worker_killed_mid_task_is_recovered_and_the_event_delivered_once(
 
         with celery_worker(broker_url=own_redis.url, queue=queue, extra_env=env) as second:
             assert callback_sweep(stuck_after_seconds=0) == [delivery.pk]
-            _wait_for(
+            wait_until(
                 lambda: CallbackDelivery.objects.get().state == "delivered", "redelivery", second
             )
 
@@ -136,7 +108,7 @@ def test_webhooks_arriving_while_the_broker_is_down_are_stored_then_processed(
 ) -> None:
     subscribe(org, "cdr", f"{recorder.url}/cdr/{{id}}")
     queue = "test-down-" + str(org.pk)
-    env = _worker_env(settings, CELERY_TASK_DEFAULT_QUEUE=queue)
+    env = worker_env(settings, queue)
 
     with celery_broker(own_redis.url, queue=queue):
         own_redis.kill()
@@ -150,10 +122,10 @@ def test_webhooks_arriving_while_the_broker_is_down_are_stored_then_processed(
         with celery_worker(broker_url=own_redis.url, queue=queue, extra_env=env) as worker:
             swept = inbox_sweep(stuck_after_seconds=0)
             assert len(swept) == 5
-            _wait_for(
+            wait_until(
                 lambda: InboxEvent.objects.filter(state="done").count() == 5, "processing", worker
             )
-            _wait_for(
+            wait_until(
                 lambda: CallbackDelivery.objects.filter(state="delivered").count() == 5,
                 "the callbacks",
                 worker,
