@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -60,7 +61,11 @@ def _review(
 ) -> None:
     count = 0
     for version in queryset.select_related("spec"):
-        services.spec_version_review(reviewer=request.user, version=version, approve=approve)
+        try:
+            services.spec_version_review(reviewer=request.user, version=version, approve=approve)
+        except ValidationError as exc:
+            modeladmin.message_user(request, f"{version}: {' '.join(exc.messages)}", messages.ERROR)
+            continue
         count += 1
     verb = "approved" if approve else "rejected"
     modeladmin.message_user(request, f"{count} spec version(s) {verb}.", messages.SUCCESS)

@@ -147,9 +147,26 @@ def _spec_id_check(*, spec: Spec, account: Account) -> None:
 def spec_version_review(
     *, reviewer: Any, version: SpecVersion, approve: bool, note: str = ""
 ) -> SpecVersion:
-    """Approve or reject a submitted version (platform staff only)."""
+    """Approve or reject a submitted version (platform staff only).
+
+    Raises:
+        PermissionDenied: the reviewer is not staff.
+        ValidationError: approving an account's spec whose id a built-in spec uses (one
+            uploaded before built-in ids were reserved): it would take over the built-in's
+            webhook route.
+    """
     if not getattr(reviewer, "is_staff", False):
         raise PermissionDenied("Only platform staff review specs.")
+    spec = version.spec
+    if (
+        approve
+        and spec.account_id is not None
+        and IntegrationSpec.objects.filter(account__isnull=True, spec_id=spec.spec_id).exists()
+    ):
+        raise ValidationError(
+            f"“{spec.spec_id}” is the id of a built-in integration: this spec cannot be "
+            "approved. Reject it and ask the reseller to upload it again under another id."
+        )
     version.status = SpecVersion.Status.APPROVED if approve else SpecVersion.Status.REJECTED
     version.reviewed_by = reviewer
     version.reviewed_at = timezone.now()

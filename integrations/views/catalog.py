@@ -11,7 +11,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -216,10 +216,17 @@ def spec_review(request: HttpRequest, version_id: int) -> HttpResponse:
     form = SpecReviewForm(request.POST)
     if form.is_valid():
         approve = form.cleaned_data["decision"] == "approve"
-        services.spec_version_review(
-            reviewer=request.user, version=version, approve=approve, note=form.cleaned_data["note"]
-        )
-        messages.success(request, f"{version} {'approved' if approve else 'rejected'}.")
+        try:
+            services.spec_version_review(
+                reviewer=request.user,
+                version=version,
+                approve=approve,
+                note=form.cleaned_data["note"],
+            )
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+        else:
+            messages.success(request, f"{version} {'approved' if approve else 'rejected'}.")
     else:
         messages.error(request, "Choose approve or reject.")
     return redirect(reverse("integrations:spec_review_list"))

@@ -120,11 +120,13 @@ def _spec_for(service_id: str, account_id: int) -> tuple[IntegrationSpec, SpecVe
     if not Account.objects.filter(pk=account_id).exists():
         raise SmsWebhookError(404, f"Unknown account a{account_id}: check the webhook URL.")
     rows = list(
-        IntegrationSpec.objects.filter(spec_id=service_id, spec_class=IntegrationSpec.SpecClass.SMS)
-        .filter(Q(account_id=account_id) | Q(account__isnull=True))
-        .order_by("account_id")  # NULLS LAST on both backends: the account's own spec first
+        IntegrationSpec.objects.filter(
+            spec_id=service_id, spec_class=IntegrationSpec.SpecClass.SMS
+        ).filter(Q(account_id=account_id) | Q(account__isnull=True))
     )
-    rows.sort(key=lambda row: row.account_id is None)
+    # A built-in spec's id is reserved: it wins over an account's spec of the same id (one
+    # uploaded before ids were reserved), so its installations' webhook URL keeps working.
+    rows.sort(key=lambda row: row.account_id is not None)
     for row in rows:
         version = row.latest_approved()
         if version is not None:

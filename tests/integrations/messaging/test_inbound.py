@@ -19,7 +19,7 @@ from tests.integrations.messaging.support import (
     sms_installation,
     subscribe,
 )
-from tests.integrations.portal.portal_support import builtin_version
+from tests.integrations.portal.portal_support import approved_version, builtin_version
 
 pytestmark = pytest.mark.django_db
 
@@ -79,6 +79,20 @@ def test_seed_message_model_is_routed_to_the_org_and_users_of_the_to_number(
     assert message.direction == "inbound" and message.status == "received"
     assert (message.from_number, message.to_number) == ("+61855555555", SEED_TO)
     assert message.content == "Hello there!"
+
+
+def test_the_built_in_spec_keeps_its_url_when_an_account_spec_reuses_its_id(
+    client: Any, django_capture_on_commit_callbacks: Any, inbound: dict[str, Any], tenant_a: Any
+) -> None:
+    # Uploaded before built-in ids were reserved: same id, a model that reads nothing we send.
+    document = json.loads(json.dumps(builtin_version("example-sms").document))
+    document["Webhook"] = [{"event_key": "legacy", "event_type": "message"}]
+    approved_version(document, account=tenant_a.account)
+
+    response = _post(client, inbound["url"], SEED_MESSAGE_BODY, django_capture_on_commit_callbacks)
+
+    assert response.status_code == 202, response.content
+    assert Message.objects.get().installation == inbound["installation"]
 
 
 def test_seed_file_model_is_stored_as_an_mms_with_its_url(

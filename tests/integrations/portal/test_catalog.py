@@ -155,6 +155,39 @@ def test_valid_upload_waits_for_approval_then_appears_in_the_catalog(
     assert client.get(enable).status_code == 200
 
 
+def test_an_account_spec_reusing_a_built_in_id_cannot_be_approved(
+    client: Client, tenant_a: Tenant
+) -> None:
+    # Uploaded before built-in ids were reserved (an upload is refused now).
+    builtin_specs_sync()
+    document = json.loads(
+        json.dumps(
+            IntegrationSpec.objects.get(account=None, spec_id="example-crm")
+            .versions.first()
+            .document
+        )
+    )
+    legacy = SpecVersion.objects.create(
+        spec=IntegrationSpec.objects.create(
+            account=tenant_a.account, spec_id="example-crm", name="Legacy", spec_class="crm"
+        ),
+        number=1,
+        document=document,
+        sha256=SpecVersion.digest(document),
+        status=SpecVersion.Status.SUBMITTED,
+    )
+    client.force_login(UserFactory(is_staff=True))
+
+    response = client.post(
+        reverse("integrations:spec_review", args=[legacy.pk]), {"decision": "approve"}, follow=True
+    )
+
+    legacy.refresh_from_db()
+    assert legacy.status == SpecVersion.Status.SUBMITTED
+    assert "is the id of a built-in integration" in response.content.decode()
+    assert "upload it again under another id" in response.content.decode()
+
+
 def test_rejected_version_stays_out_of_the_catalog(client: Client, tenant_a: Tenant) -> None:
     client.force_login(tenant_a.reseller)
     _upload(client, bearer_crm_document("alpha-rejected-crm"))
