@@ -35,16 +35,24 @@ from integrations.models import (
 )
 
 
-class SpecVersionInline(admin.TabularInline):
-    model = SpecVersion
-    fields = ("number", "status", "uploaded_by", "reviewed_by", "reviewed_at", "created_at")
-    readonly_fields = fields
+class ReadOnlyInline(admin.TabularInline):
+    """Rows listed under their parent, each linking to its own page; none added or deleted
+    here. Subclasses set `model` and `fields` (all read-only)."""
+
     extra = 0
     can_delete = False
     show_change_link = True
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.fields
+
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class SpecVersionInline(ReadOnlyInline):
+    model = SpecVersion
+    fields = ("number", "status", "uploaded_by", "reviewed_by", "reviewed_at", "created_at")
 
 
 @admin.register(IntegrationSpec)
@@ -210,16 +218,9 @@ class NoticeAdmin(admin.ModelAdmin):
         return False
 
 
-class CallActivityInline(admin.TabularInline):
+class CallActivityInline(ReadOnlyInline):
     model = CallActivity
     fields = ("installation", "state", "activity_id", "contact_id", "last_error", "updated_at")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    show_change_link = True
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Call)

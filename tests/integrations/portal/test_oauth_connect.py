@@ -358,16 +358,22 @@ def test_zoho_disconnect_runs_uninstall_so_reconnect_works(
     assert zoho_server.integrated is True
 
 
-def test_connect_of_a_non_oauth_spec_is_refused(
-    client: Client, tenant_a: Tenant, crm_server: Any
-) -> None:
-    installation = installation_create(
+@pytest.fixture
+def bearer_installation(tenant_a: Tenant, crm_server: Any) -> Installation:
+    """An installation of a spec that authenticates with an API key (no OAuth)."""
+    return installation_create(
         user=tenant_a.reseller,
         organization=tenant_a.org,
         spec_version=approved_version(bearer_crm_document()),
         properties={"Base URL": crm_server.url},
         secret_properties={"API Key": API_KEY_SECRET},
     )
+
+
+def test_connect_of_a_non_oauth_spec_is_refused(
+    client: Client, tenant_a: Tenant, bearer_installation: Installation
+) -> None:
+    installation = bearer_installation
     client.force_login(tenant_a.reseller)
 
     response = client.post(reverse("integrations:oauth_connect", args=[installation.pk]))
@@ -380,15 +386,9 @@ def test_connect_of_a_non_oauth_spec_is_refused(
 
 
 def test_disconnect_of_a_non_oauth_spec_is_refused_and_changes_nothing(
-    client: Client, tenant_a: Tenant, crm_server: Any
+    client: Client, tenant_a: Tenant, bearer_installation: Installation
 ) -> None:
-    installation = installation_create(
-        user=tenant_a.reseller,
-        organization=tenant_a.org,
-        spec_version=approved_version(bearer_crm_document()),
-        properties={"Base URL": crm_server.url},
-        secret_properties={"API Key": API_KEY_SECRET},
-    )
+    installation = bearer_installation
     client.force_login(tenant_a.reseller)
 
     response = client.post(reverse("integrations:oauth_disconnect", args=[installation.pk]))
