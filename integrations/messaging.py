@@ -257,13 +257,6 @@ def message_crm_log_due(*, message_id: int, delay_seconds: float | None = None) 
     Message.objects.filter(pk=message_id).update(crm_log_due_at=due)
 
 
-def _needs_reconnect(installation: Installation, exc: IntegrationError) -> None:
-    """The provider refused the credentials even after a refresh: the installation needs
-    reconnecting (one shared path with call logging: notice, email)."""
-
-    installation_needs_reconnect(installation=installation, message=exc.message)
-
-
 @dataclass
 class DeliveryOutcome:
     """What one send attempt did: the message, and whether the caller should try again."""
@@ -346,7 +339,7 @@ def message_deliver(*, message_id: int, final_attempt: bool = False) -> Delivery
         except IntegrationError as exc:
             connection.log.record_failure(exc.message)
             if exc.auth_failed:
-                _needs_reconnect(installation, exc)
+                installation_needs_reconnect(installation=installation, message=exc.message)
                 return DeliveryOutcome(_message_fail(message, exc.message))
             if not exc.permanent and not last:
                 delay = message_send_backoff(message.attempts, exc.retry_after)
@@ -586,7 +579,7 @@ def message_crm_log(*, message: Message) -> list[str]:
         except IntegrationError as exc:
             connection.log.record_failure(exc.message)
             if exc.auth_failed:
-                _needs_reconnect(installation, exc)
+                installation_needs_reconnect(installation=installation, message=exc.message)
             elif not exc.permanent:
                 transient = exc
             continue
@@ -659,7 +652,7 @@ def message_crm_log_update(*, message: Message) -> list[str]:
         except IntegrationError as exc:
             connection.log.record_failure(exc.message)
             if exc.auth_failed:
-                _needs_reconnect(installation, exc)
+                installation_needs_reconnect(installation=installation, message=exc.message)
             logger.warning(
                 "UpdateMessageLog of message %s in %s failed: %s", message.pk, installation, exc
             )
